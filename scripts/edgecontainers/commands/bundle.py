@@ -44,6 +44,7 @@ _HINTS = {
     "no valid cms": "the signature part of the file is damaged",
     "cms routines": "the signature does not match the bundle: it was modified after signing",
     "decode error": "the signature part of the file is damaged",
+    "asn1": "the signature part of the file is damaged",
 }
 
 
