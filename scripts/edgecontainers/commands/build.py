@@ -48,6 +48,9 @@ examples:
   edgectl build qemuarm64 --container      build inside kas-container
   edgectl build raspberrypi4-64 --option shared-cache --dry-run
                                            show the kas command, run nothing
+
+exit codes: 0 built, 1 kas failed or deployed nothing, 2 bad arguments, kas
+or signing keys missing, or running as root without --container.
 """
 
 

@@ -22,13 +22,17 @@ info  verify the bundle's signature against our keyring (the CA certificate
       unsigned, tampered with, or signed by a certificate outside the keyring
       fails with exit code 1 and one line saying why.
 
-The keyring is {pki.CA_CERT} in the key directory (--dir, else
-${pki.ENV_KEY_DIR}, else {pki.default_key_dir()}).
+The keyring is {pki.CA_CERT} in the key directory: --dir, else
+${pki.ENV_KEY_DIR}, else
+{pki.default_key_dir()}.
 
 examples:
   edgectl bundle info build/tmp/deploy/images/qemux86-64/edgecontainers-bundle-qemux86-64.raucb
   edgectl bundle info --json update.raucb | jq .version
   edgectl bundle info --keyring /etc/edgecontainers/release-ca.pem update.raucb
+
+exit codes: 0 verified, 1 not verified, 2 bad arguments, no keyring, or rauc
+missing (apt install rauc).
 """
 
 _SIGNED_BY = re.compile(r"Verified (?:inline |detached )?signature by '(.*)'")

@@ -33,6 +33,9 @@ examples:
   edgectl keys show                       fingerprints and expiry
   export {pki.ENV_KEY_DIR}=$(edgectl keys show --path)
                                           for a plain 'kas build'
+
+exit codes: 0 done, 1 refused (keys exist, git work tree) or unusable keys,
+2 bad arguments, no keys, or openssl missing.
 """
 
 
