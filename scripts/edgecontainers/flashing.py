@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from . import tools
-from .errors import CommandFailed, EdgeError
+from .errors import CommandFailed, EdgeError, Interrupted
 from .images import CHUNK, Image, open_decompressed
 
 Progress = Callable[[int, int], None]
@@ -46,6 +46,11 @@ def write(image: Image, device: Path, *, check_image: bool = True) -> float:
     except CommandFailed as exc:
         exc.hint = "the device is only partly written; flash it again before using it"
         raise
+    except KeyboardInterrupt as exc:
+        raise Interrupted(
+            f"interrupted while writing: {device} is only partly written",
+            hint="flash it again before using it",
+        ) from exc
     return time.monotonic() - start
 
 

@@ -141,8 +141,11 @@ def init(key_dir: Path, *, days: int = DEFAULT_DAYS, key_type: str = "ec") -> li
             hint="see them with 'edgectl keys show'; to start over, move that directory away first",
         )
     tools.require("openssl")
-    key_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    os.chmod(key_dir, 0o700)
+    try:
+        key_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(key_dir, 0o700)
+    except OSError as exc:
+        raise ConfigError(f"cannot create the key directory {key_dir}: {exc.strerror}") from exc
     who = _who()
     old_umask = os.umask(0o077)
     try:

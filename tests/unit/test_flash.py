@@ -7,6 +7,8 @@ from __future__ import annotations
 import gzip
 import os
 import shutil
+import signal
+import threading
 from pathlib import Path
 
 import pytest
@@ -14,7 +16,7 @@ from fakes.helpers import edgectl, error_line, fake_bin, records, run, write_ran
 
 from edgecontainers import flashing
 from edgecontainers.blockdev import Inspector, SystemPaths, _unescape_mount
-from edgecontainers.errors import CommandFailed, UsageError
+from edgecontainers.errors import CommandFailed, Interrupted, UsageError
 from edgecontainers.images import find_bmap, inspect_image, parse_bmap
 
 MiB = 1024 * 1024
@@ -195,6 +197,21 @@ def test_write_runs_bmaptool_and_a_failure_says_the_device_is_partly_written(
     with pytest.raises(CommandFailed) as exc:
         flashing.write(info, Path("/dev/sdz"))
     assert "partly written" in (exc.value.hint or "")
+
+
+def test_ctrl_c_while_writing_says_the_device_is_partly_written(image, fake_bmaptool, monkeypatch):
+    for key, value in fake_bmaptool.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("FAKE_BMAPTOOL_SLEEP", "30")
+    info = inspect_image(image, use_bmap=False)
+    timer = threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    try:
+        with pytest.raises(Interrupted, match="/dev/sdz is only partly written") as exc:
+            flashing.write(info, Path("/dev/sdz"))
+    finally:
+        timer.cancel()
+    assert exc.value.exit_code == 130
 
 
 def _copy_to(src: Path, dest: Path, size: int) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import re
 import subprocess
 import sys
@@ -10,6 +11,8 @@ from pathlib import Path
 
 from .. import pki, tools
 from ..errors import ConfigError, EdgeError, UsageError
+
+log = logging.getLogger(__name__)
 
 NAME = "bundle"
 HELP = "check the signature of an update bundle and show its manifest"
@@ -126,6 +129,7 @@ def run(args: argparse.Namespace) -> int:
         cmd.append("--no-check-time")
     cmd.append(str(bundle))
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    log.debug("rauc info exited %d; its messages:\n%s", proc.returncode, proc.stderr.rstrip())
     if proc.returncode != 0:
         reason = _reason(proc.stderr or proc.stdout)
         raise EdgeError(f"{bundle}: not verified: {reason}", hint=_hint(reason))
