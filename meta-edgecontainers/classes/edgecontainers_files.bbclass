@@ -1,6 +1,6 @@
 # Install the on-target files of a recipe from one declarative list.
 #
-#   inherit edgecontainers-files
+#   inherit edgecontainers_files
 #   SRC_URI = "file://journald.conf file://health.sh"
 #   EDGE_FILES = "journald.conf:${systemd_unitdir}/journald.conf.d/60-edgecontainers.conf \
 #                 health.sh:${libexecdir}/edgecontainers/health:0755"

@@ -26,7 +26,7 @@ examples:
   edgectl build raspberrypi4-64              build the production image and bundle
   edgectl build qemux86-64 --engine docker --dev
   edgectl keys init                          create development signing keys
-  edgectl flash build/.../edgecontainers-image-raspberrypi4-64.rootfs.wic.bz2 /dev/sdX
+  edgectl flash build/tmp/deploy/images/raspberrypi4-64/edgecontainers-image-raspberrypi4-64.rootfs.wic.zst /dev/sdX
   edgectl qemu --machine qemux86-64          boot the latest qemux86-64 build
   edgectl test                               run the QEMU system suite
   edgectl check bitbake --all                offline BitBake parse/graph matrix

@@ -6,7 +6,7 @@ HOMEPAGE = "https://github.com/meta-edgecontainers/meta-edgecontainers"
 LICENSE = "MIT"
 LIC_FILES_CHKSUM = "file://${COMMON_LICENSE_DIR}/MIT;md5=0835ade698e0bcf8506ecda2f7b4f302"
 
-inherit deploy nopackages edgecontainers-files
+inherit deploy nopackages edgecontainers_files
 
 INHIBIT_DEFAULT_DEPS = "1"
 PACKAGE_ARCH = "${MACHINE_ARCH}"

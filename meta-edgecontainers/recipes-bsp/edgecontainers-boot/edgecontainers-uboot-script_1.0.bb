@@ -6,7 +6,7 @@ HOMEPAGE = "https://github.com/meta-edgecontainers/meta-edgecontainers"
 LICENSE = "MIT"
 LIC_FILES_CHKSUM = "file://${COMMON_LICENSE_DIR}/MIT;md5=0835ade698e0bcf8506ecda2f7b4f302"
 
-inherit kernel-arch deploy nopackages edgecontainers-files
+inherit kernel-arch deploy nopackages edgecontainers_files
 
 DEPENDS = "u-boot-mkimage-native"
 INHIBIT_DEFAULT_DEPS = "1"

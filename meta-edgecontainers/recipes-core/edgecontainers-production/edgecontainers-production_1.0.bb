@@ -5,7 +5,7 @@ HOMEPAGE = "https://github.com/meta-edgecontainers/meta-edgecontainers"
 LICENSE = "MIT"
 LIC_FILES_CHKSUM = "file://${COMMON_LICENSE_DIR}/MIT;md5=0835ade698e0bcf8506ecda2f7b4f302"
 
-inherit allarch edgecontainers-files
+inherit allarch edgecontainers_files
 
 SRC_URI = " \
     file://no-serial-login.conf \
