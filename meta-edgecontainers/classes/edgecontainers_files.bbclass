@@ -59,5 +59,6 @@ python edge_install_files() {
     for src, dest, mode in edge_files_entries(d):
         edge_render_file(d, src, d.getVar('D') + dest, mode)
 }
+edge_install_files[doc] = "Installs the files listed in EDGE_FILES into D, with @NAME@ placeholders filled in."
 edge_install_files[vardeps] += "EDGE_FILES ${EDGE_SUBST_VARS}"
 do_install[postfuncs] += "edge_install_files"

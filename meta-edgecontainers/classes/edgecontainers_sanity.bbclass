@@ -3,6 +3,7 @@
 # missing-include or missing-provider error later on.
 
 addhandler edgecontainers_sanity_check
+edgecontainers_sanity_check[doc] = "Stops parsing with one clear message when an EDGECONTAINERS_* setting has an unsupported value."
 edgecontainers_sanity_check[eventmask] = "bb.event.ConfigParsed"
 
 python edgecontainers_sanity_check() {

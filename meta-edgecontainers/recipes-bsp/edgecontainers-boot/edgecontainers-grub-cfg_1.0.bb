@@ -1,23 +1,23 @@
 SUMMARY = "A/B GRUB configuration and initial grubenv for EFI machines of edgecontainers"
-DESCRIPTION = "grub.cfg chooses rootfs slot A or B by ORDER, x_OK and x_TRY \
-(RAUC's grub backend), counts the attempt and boots the kernel of that slot; \
-grubenv starts with slot A good and slot B empty."
+DESCRIPTION = "grub.cfg chooses rootfs slot A or B by ORDER, x_OK and x_TRY (RAUC's grub backend), counts the attempt and boots the kernel of that slot; grubenv starts with slot A good and slot B empty."
 HOMEPAGE = "https://github.com/meta-edgecontainers/meta-edgecontainers"
+BUGTRACKER = "https://github.com/meta-edgecontainers/meta-edgecontainers/issues"
+SECTION = "bootloaders"
 LICENSE = "MIT"
 LIC_FILES_CHKSUM = "file://${COMMON_LICENSE_DIR}/MIT;md5=0835ade698e0bcf8506ecda2f7b4f302"
 
 inherit deploy nopackages edgecontainers_files
 
-INHIBIT_DEFAULT_DEPS = "1"
-PACKAGE_ARCH = "${MACHINE_ARCH}"
-COMPATIBLE_HOST = "(x86_64|i.86|aarch64).*-linux"
-
-SRC_URI = " \
+SRC_URI = "\
     file://grub.cfg.in \
     file://grubenv.vars \
 "
 
 S = "${UNPACKDIR}"
+
+INHIBIT_DEFAULT_DEPS = "1"
+PACKAGE_ARCH = "${MACHINE_ARCH}"
+COMPATIBLE_HOST = "(x86_64|i.86|aarch64).*-linux"
 
 EDGE_SUBST_VARS:append = " EDGECONTAINERS_KERNEL_ARGS"
 

@@ -1,14 +1,14 @@
 SUMMARY = "Docker configuration of the edgecontainers distro"
-DESCRIPTION = "Storage on /data seeded from the images preloaded at build time, \
-journald logging, no-new-privileges by default, and a systemd unit per \
-docker compose app."
+DESCRIPTION = "Storage on /data seeded from the images preloaded at build time, journald logging, no-new-privileges by default, and a systemd unit per docker compose app."
 HOMEPAGE = "https://github.com/meta-edgecontainers/meta-edgecontainers"
+BUGTRACKER = "https://github.com/meta-edgecontainers/meta-edgecontainers/issues"
+SECTION = "containers"
 LICENSE = "MIT"
 LIC_FILES_CHKSUM = "file://${COMMON_LICENSE_DIR}/MIT;md5=0835ade698e0bcf8506ecda2f7b4f302"
 
 inherit allarch systemd edgecontainers_files
 
-SRC_URI = " \
+SRC_URI = "\
     file://daemon.json \
     file://edgecontainers-compose-generator \
     file://edgecontainers-compose@.service \
@@ -18,14 +18,14 @@ SRC_URI = " \
 
 S = "${UNPACKDIR}"
 
-EDGE_FILES = " \
+EDGE_FILES = "\
     daemon.json:${sysconfdir}/docker/daemon.json \
     persist-docker.conf:${nonarch_libdir}/edgecontainers/persist.d/20-docker.conf \
     edgecontainers-docker-seed.service:${systemd_system_unitdir}/ \
     edgecontainers-compose@.service:${systemd_system_unitdir}/ \
     edgecontainers-compose-generator:${systemd_unitdir}/system-generators/:0755 \
 "
-EDGE_DIRS = "/var/lib/docker ${datadir}/edgecontainers/compose"
+EDGE_DIRS = "${localstatedir}/lib/docker ${datadir}/edgecontainers/compose"
 
 do_install() {
     for dir in ${EDGE_DIRS}; do

@@ -1,8 +1,8 @@
 SUMMARY = "Base system of the edgecontainers distro"
-DESCRIPTION = "Mounts /data and makes the listed state persistent on it, grows \
-/data on first boot, keeps logs in RAM, hardens sysctl and SSH, and defines \
-the slices container apps run in."
+DESCRIPTION = "Mounts /data and makes the listed state persistent on it, grows /data on first boot, keeps logs in RAM, hardens sysctl and SSH, and defines the slices container apps run in."
 HOMEPAGE = "https://github.com/meta-edgecontainers/meta-edgecontainers"
+BUGTRACKER = "https://github.com/meta-edgecontainers/meta-edgecontainers/issues"
+SECTION = "base"
 LICENSE = "MIT"
 LIC_FILES_CHKSUM = "file://${COMMON_LICENSE_DIR}/MIT;md5=0835ade698e0bcf8506ecda2f7b4f302"
 
@@ -10,7 +10,7 @@ inherit allarch systemd features_check edgecontainers_files
 
 REQUIRED_DISTRO_FEATURES = "systemd usrmerge"
 
-SRC_URI = " \
+SRC_URI = "\
     file://80-edgecontainers-wired.network \
     file://apps-besteffort.slice \
     file://apps-critical.slice \
@@ -32,7 +32,7 @@ SRC_URI = " \
 
 S = "${UNPACKDIR}"
 
-EDGE_FILES = " \
+EDGE_FILES = "\
     data.mount:${systemd_system_unitdir}/ \
     boot-firmware.mount:${systemd_system_unitdir}/ \
     boot-firmware.automount:${systemd_system_unitdir}/ \
@@ -52,7 +52,7 @@ EDGE_FILES = " \
     edgecontainers-ssh-hostkeys.service:${systemd_system_unitdir}/ \
 "
 # Mount points and bind targets that must exist on the read-only rootfs.
-EDGE_DIRS = "/data /boot/firmware /var/lib/ssh ${sysconfdir}/edgecontainers/persist.d"
+EDGE_DIRS = "/data /boot/firmware ${localstatedir}/lib/ssh ${sysconfdir}/edgecontainers/persist.d"
 
 do_install() {
     for dir in ${EDGE_DIRS}; do
@@ -60,7 +60,7 @@ do_install() {
     done
 }
 
-SYSTEMD_SERVICE:${PN} = " \
+SYSTEMD_SERVICE:${PN} = "\
     data.mount \
     boot-firmware.automount \
     edgecontainers-growdata.service \
@@ -70,7 +70,7 @@ SYSTEMD_SERVICE:${PN} = " \
 
 FILES:${PN} += "${EDGE_DIRS} ${@edge_files_dests(d)}"
 
-RDEPENDS:${PN} = " \
+RDEPENDS:${PN} = "\
     e2fsprogs-resize2fs \
     util-linux-blkid \
     util-linux-findmnt \

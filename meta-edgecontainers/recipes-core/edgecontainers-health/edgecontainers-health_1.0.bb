@@ -1,14 +1,14 @@
 SUMMARY = "Health gate that marks the booted RAUC slot good or bad"
-DESCRIPTION = "After boot, waits for the critical units and containers, a \
-writable /data and user hooks; then marks the slot good, or bad and reboots \
-so that the bootloader falls back to the other slot."
+DESCRIPTION = "After boot, waits for the critical units and containers, a writable /data and user hooks; then marks the slot good, or bad and reboots so that the bootloader falls back to the other slot."
 HOMEPAGE = "https://github.com/meta-edgecontainers/meta-edgecontainers"
+BUGTRACKER = "https://github.com/meta-edgecontainers/meta-edgecontainers/issues"
+SECTION = "base"
 LICENSE = "MIT"
 LIC_FILES_CHKSUM = "file://${COMMON_LICENSE_DIR}/MIT;md5=0835ade698e0bcf8506ecda2f7b4f302"
 
 inherit systemd edgecontainers_files
 
-SRC_URI = " \
+SRC_URI = "\
     file://edgecontainers-health.service \
     file://health-gate \
     file://health.conf \
@@ -16,7 +16,7 @@ SRC_URI = " \
 
 S = "${UNPACKDIR}"
 
-EDGE_FILES = " \
+EDGE_FILES = "\
     health-gate:${libexecdir}/edgecontainers/health-gate:0755 \
     health.conf:${nonarch_libdir}/edgecontainers/health.conf \
     edgecontainers-health.service:${systemd_system_unitdir}/ \
@@ -35,4 +35,4 @@ PACKAGE_ARCH = "${MACHINE_ARCH}"
 SYSTEMD_SERVICE:${PN} = "edgecontainers-health.service"
 FILES:${PN} += "${EDGE_DIRS} ${@edge_files_dests(d)}"
 
-RDEPENDS:${PN} = "rauc coreutils"
+RDEPENDS:${PN} = "coreutils rauc"

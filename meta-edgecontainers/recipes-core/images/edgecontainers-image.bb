@@ -1,7 +1,8 @@
 SUMMARY = "edgecontainers production image"
-DESCRIPTION = "Read-only A/B container host: no root password, no login on \
-serial consoles, SSH with public keys only when EDGECONTAINERS_SSH_AUTHORIZED_KEYS \
-is set (no SSH server otherwise), U-Boot not interruptible."
+DESCRIPTION = "Read-only A/B container host: no root password, no login on serial consoles, SSH with public keys only when EDGECONTAINERS_SSH_AUTHORIZED_KEYS is set (no SSH server otherwise), U-Boot not interruptible."
+HOMEPAGE = "https://github.com/meta-edgecontainers/meta-edgecontainers"
+BUGTRACKER = "https://github.com/meta-edgecontainers/meta-edgecontainers/issues"
+SECTION = "images"
 
 require edgecontainers-image.inc
 
@@ -9,6 +10,7 @@ IMAGE_FEATURES += "${@'ssh-server-openssh' if d.getVar('EDGECONTAINERS_SSH_AUTHO
 IMAGE_INSTALL += "edgecontainers-production"
 
 ROOTFS_POSTPROCESS_COMMAND += "edgecontainers_authorized_keys;"
+edgecontainers_authorized_keys[doc] = "Installs EDGECONTAINERS_SSH_AUTHORIZED_KEYS as root's authorized_keys."
 edgecontainers_authorized_keys() {
     keys="${EDGECONTAINERS_SSH_AUTHORIZED_KEYS}"
     if [ -n "$keys" ]; then

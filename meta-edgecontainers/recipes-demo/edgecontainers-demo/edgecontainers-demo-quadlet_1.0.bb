@@ -1,7 +1,8 @@
 SUMMARY = "edgecontainers demo app declared for podman (Quadlet)"
-DESCRIPTION = "Runs the preloaded demo image as a non-root user, read-only, \
-without new privileges, limited to half a CPU and 64 MiB, in the critical tier."
+DESCRIPTION = "Runs the preloaded demo image as a non-root user, read-only, without new privileges, limited to half a CPU and 64 MiB, in the critical tier."
 HOMEPAGE = "https://github.com/meta-edgecontainers/meta-edgecontainers"
+BUGTRACKER = "https://github.com/meta-edgecontainers/meta-edgecontainers/issues"
+SECTION = "demo"
 LICENSE = "MIT"
 LIC_FILES_CHKSUM = "file://${COMMON_LICENSE_DIR}/MIT;md5=0835ade698e0bcf8506ecda2f7b4f302"
 
@@ -17,5 +18,5 @@ do_install() {
     :
 }
 
-FILES:${PN} = "${@edge_files_dests(d)}"
-RDEPENDS:${PN} = "podman edgecontainers-podman-config"
+FILES:${PN} += "${@edge_files_dests(d)}"
+RDEPENDS:${PN} = "edgecontainers-podman-config podman"
