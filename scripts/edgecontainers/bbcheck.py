@@ -1,0 +1,478 @@
+"""Offline BitBake checks of the layer against the real upstream layers.
+
+For one configuration (machine x engine x variant) it runs, through kas and
+without any network access:
+
+* ``bitbake -p``: every recipe and bbappend parses (syntax, dangling bbappends,
+  layer dependencies and series compatibility, our sanity checks);
+* ``bitbake -g <image> <bundle>``: the whole task graph resolves (every
+  DEPENDS/RDEPENDS has a provider), and which engine ended up in it;
+* ``bitbake -e``: the final values of the variables that make the product
+  (distro features, read-only rootfs, wks file, RAUC compatible, volatile
+  logs, ...), checked against expectations.
+
+Upstream layers come from local git checkouts (default /var/cache/yocto-layers,
+one ``<repo>-wrynose`` directory per upstream repository, as made by
+``scripts/setup-layer-checkouts``; or $YOCTO_LAYERS_DIR).  kas clones them
+through KAS_PREMIRRORS, so the pinned commits of kas/*.lock.yml are used.
+BitBake refuses to run as root: as root we run it as an unprivileged user.
+Work directories (the project copy, kas clones, BitBake's parse cache) live
+outside the checkout, one per configuration, so later runs parse warm.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import re
+import shlex
+import shutil
+import subprocess
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import ConfigError
+from .project import ENGINES, Project
+
+RELEASE = "wrynose"
+DEFAULT_LAYERS_DIR = Path("/var/cache/yocto-layers")
+DEFAULT_WORK_DIR = Path("/var/cache/edgecontainers/bbcheck")
+BUILD_USER = "builder"
+VARIANTS = ("production", "dev")
+
+# The upstream repositories of kas/ (directory names of the checkouts).
+UPSTREAM_REPOS = (
+    "bitbake",
+    "openembedded-core",
+    "meta-openembedded",
+    "meta-virtualization",
+    "meta-rauc",
+    "meta-raspberrypi",
+    "meta-yocto",
+)
+
+OFFLINE_CONF = """\
+BB_NO_NETWORK = "1"
+CONNECTIVITY_CHECK_URIS = ""
+SANITY_TESTED_DISTROS = ""
+BB_HASHSERVE_UPSTREAM = ""
+SSTATE_MIRRORS = ""
+PREMIRRORS = ""
+MIRRORS = ""
+"""
+
+# Lines of BitBake output worth showing when a step fails.
+_INTERESTING = re.compile(
+    r"ERROR|Nothing (R)?PROVIDES|is not supported|No recipes|ParseError|not found|failed"
+)
+
+
+@dataclass(frozen=True)
+class Config:
+    machine: str
+    engine: str = "podman"
+    variant: str = "production"
+
+    @property
+    def name(self) -> str:
+        return f"{self.machine}-{self.engine}-{self.variant}"
+
+    @property
+    def dev(self) -> bool:
+        return self.variant == "dev"
+
+    @property
+    def image(self) -> str:
+        return "edgecontainers-image-dev" if self.dev else "edgecontainers-image"
+
+    @property
+    def bundle(self) -> str:
+        return "edgecontainers-bundle-dev" if self.dev else "edgecontainers-bundle"
+
+
+def matrix(project: Project) -> list[Config]:
+    """Every machine x engine x variant."""
+    return [Config(m, e, v) for m in project.machines() for e in ENGINES for v in VARIANTS]
+
+
+# A subset that covers every machine, both engines and both variants once,
+# for CI (the full matrix is `edgectl check bitbake --all`).
+CI_SUBSET = (
+    Config("qemux86-64", "podman", "production"),
+    Config("qemuarm64", "docker", "dev"),
+    Config("raspberrypi4-64", "docker", "production"),
+    Config("raspberrypi5", "podman", "dev"),
+)
+
+
+@dataclass
+class StepResult:
+    name: str
+    ok: bool
+    seconds: float
+    log: Path
+    detail: str = ""
+
+
+@dataclass
+class CheckResult:
+    config: Config
+    steps: list[StepResult] = field(default_factory=list)
+    env_failures: list[str] = field(default_factory=list)
+    build_list: set[str] = field(default_factory=set)
+
+    @property
+    def ok(self) -> bool:
+        return all(s.ok for s in self.steps) and not self.env_failures
+
+    def summary(self) -> str:
+        parts = [f"{s.name}:{'ok' if s.ok else 'FAIL'}({s.seconds:.0f}s)" for s in self.steps]
+        if self.env_failures:
+            parts.append(f"env:{len(self.env_failures)} failed")
+        return f"{self.config.name}: {'PASS' if self.ok else 'FAIL'} " + " ".join(parts)
+
+
+def default_work_dir() -> Path:
+    if os.geteuid() == 0:
+        return DEFAULT_WORK_DIR
+    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(cache) / "edgecontainers" / "bbcheck"
+
+
+def layers_dir() -> Path:
+    return Path(os.environ.get("YOCTO_LAYERS_DIR") or DEFAULT_LAYERS_DIR)
+
+
+def missing_checkouts(root: Path | None = None) -> list[str]:
+    """Upstream repositories without a usable checkout (empty list: all present)."""
+    root = root or layers_dir()
+    return [r for r in UPSTREAM_REPOS if not (root / f"{r}-{RELEASE}" / ".git").exists()]
+
+
+def availability() -> str | None:
+    """None when the offline check can run here, else the reason it cannot."""
+    root = layers_dir()
+    missing = missing_checkouts(root)
+    if missing:
+        return (
+            f"upstream layer checkouts missing under {root} ({', '.join(missing)}); "
+            "make them with scripts/setup-layer-checkouts (see README, 'BitBake checks')"
+        )
+    if os.geteuid() == 0:
+        try:
+            pwd.getpwnam(BUILD_USER)
+        except KeyError:
+            return f"running as root and there is no user '{BUILD_USER}' to run BitBake as"
+    for tool in ("git", "rsync"):
+        if not shutil.which(tool):
+            return f"'{tool}' is not installed"
+    return None
+
+
+def _kas_executable() -> str:
+    """kas next to the running Python (the project's venv), else on PATH."""
+    here = Path(os.sys.executable).parent / "kas"
+    if here.exists():
+        return str(here)
+    found = shutil.which("kas")
+    if not found:
+        raise ConfigError("kas is not installed", hint="run the README's set-up (it installs kas==5.5)")
+    return found
+
+
+class Checker:
+    """Runs the checks of configurations, reusing one work dir per configuration."""
+
+    def __init__(
+        self,
+        project: Project,
+        *,
+        work_dir: Path | None = None,
+        source: Path | None = None,
+        log: Callable[[str], None] = print,
+        timeout: int = 3600,
+    ) -> None:
+        self.project = project
+        self.source = source or project.root
+        self.work_dir = Path(os.environ.get("EDGECONTAINERS_BBCHECK_DIR") or work_dir or default_work_dir())
+        self.log = log
+        self.timeout = timeout
+        self.as_root = os.geteuid() == 0
+        self.user = pwd.getpwnam(BUILD_USER) if self.as_root else pwd.getpwuid(os.geteuid())
+        self.kas = _kas_executable()
+
+    # ------------------------------------------------------------ set-up
+    def _config_dir(self, config: Config, tag: str = "") -> Path:
+        return self.work_dir / (config.name + (f"-{tag}" if tag else ""))
+
+    def prepare(self, config: Config, tag: str = "", extra_conf: str = "") -> Path:
+        """Copy the project (keeping mtimes, so the parse cache stays valid) and
+        write the offline override; returns the configuration's work dir."""
+        cdir = self._config_dir(config, tag)
+        src = cdir / "src"
+        src.mkdir(parents=True, exist_ok=True)
+        subprocess.run(
+            [
+                "rsync",
+                "-a",
+                "--delete",
+                "--exclude",
+                "/.venv",
+                "--exclude",
+                "/build",
+                "--exclude",
+                "/.bbcheck",
+                f"{self.source}/",
+                f"{src}/",
+            ],
+            check=True,
+        )
+        # kas wants the kas files' repository to be a git repository.
+        if not (src / ".git" / "HEAD").exists():
+            subprocess.run(["git", "init", "-q", str(src)], check=True)
+        # kas wants every file of the configuration in one repository.
+        override = src / ".bbcheck" / "offline.yml"
+        override.parent.mkdir(exist_ok=True)
+        body = "".join(f"    {line}\n" for line in (OFFLINE_CONF + extra_conf).splitlines())
+        override.write_text(f"header:\n  version: 16\nlocal_conf_header:\n  zz-offline-check: |\n{body}")
+        (cdir / "gitconfig").write_text(
+            "[safe]\n\tdirectory = *\n[user]\n\tname = bbcheck\n\temail = bbcheck@localhost\n"
+            "[init]\n\tdefaultBranch = main\n"
+        )
+        (cdir / "kas-work").mkdir(exist_ok=True)
+        if self.as_root:
+            owner = f"{self.user.pw_uid}:{self.user.pw_gid}"
+            subprocess.run(
+                [
+                    "chown",
+                    owner,
+                    str(self.work_dir),
+                    str(cdir),
+                    str(cdir / "kas-work"),
+                    str(cdir / "gitconfig"),
+                ],
+                check=True,
+            )
+            subprocess.run(["chown", "-R", owner, str(src)], check=True)
+            if (cdir / "build").exists():
+                subprocess.run(["chown", owner, str(cdir / "build")], check=True)
+        return cdir
+
+    def _premirrors(self) -> str:
+        root = layers_dir()
+        lines = []
+        for repo in UPSTREAM_REPOS:
+            path = root / f"{repo}-{RELEASE}"
+            lines.append(rf"^.*[/:](git/)?{re.escape(repo)}(\.git)?/?$ {path}")
+        return "\n".join(lines)
+
+    def kas_config(self, config: Config, cdir: Path) -> str:
+        rel = self.project.kas_config(config.machine, config.engine, ["dev"] if config.dev else [])
+        return ":".join(
+            [str(cdir / "src" / p) for p in rel.split(":")] + [str(cdir / "src/.bbcheck/offline.yml")]
+        )
+
+    # ------------------------------------------------------------ running
+    def run_bitbake(self, config: Config, cdir: Path, label: str, commands: str) -> StepResult:
+        env = {
+            "HOME": self.user.pw_dir,
+            "USER": self.user.pw_name,
+            "LOGNAME": self.user.pw_name,
+            "PATH": f"{Path(self.kas).parent}:/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin",
+            "LANG": "C.UTF-8",
+            "LC_ALL": "C.UTF-8",
+            "KAS_WORK_DIR": str(cdir / "kas-work"),
+            "KAS_BUILD_DIR": str(cdir / "build"),
+            "KAS_PREMIRRORS": self._premirrors(),
+            "GITCONFIG_FILE": str(cdir / "gitconfig"),
+        }
+        cmd = [self.kas, "shell", self.kas_config(config, cdir), "-c", commands]
+        if self.as_root:
+            cmd = [
+                "runuser",
+                "-u",
+                self.user.pw_name,
+                "--",
+                "env",
+                "-i",
+                *[f"{k}={v}" for k, v in env.items()],
+                *cmd,
+            ]
+            run_env = None
+        else:
+            run_env = env
+        logf = cdir / f"log-{label}.txt"
+        self.log(f"[{config.name}] {commands}")
+        start = time.monotonic()
+        try:
+            proc = subprocess.run(
+                cmd,
+                env=run_env,
+                cwd=cdir / "kas-work",
+                timeout=self.timeout,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                errors="replace",
+            )
+            out, rc = proc.stdout, proc.returncode
+        except subprocess.TimeoutExpired as exc:
+            out = exc.stdout if isinstance(exc.stdout, str) else (exc.stdout or b"").decode(errors="replace")
+            rc = 124
+            out += f"\n[bbcheck] timed out after {self.timeout}s\n"
+        seconds = time.monotonic() - start
+        logf.write_text(out)
+        detail = "\n".join(line for line in out.splitlines() if _INTERESTING.search(line))[-3000:]
+        result = StepResult(label, rc == 0, seconds, logf, detail)
+        status = "ok" if rc == 0 else f"FAILED (exit {rc})"
+        self.log(f"[{config.name}] {label}: {status} in {seconds:.0f}s ({logf})")
+        if rc != 0 and detail:
+            for line in detail.splitlines()[-15:]:
+                self.log(f"    {line}")
+        return result
+
+    def check(
+        self, config: Config, *, env_checks: bool = True, graph: bool = True, tag: str = "", extra_conf: str = ""
+    ) -> CheckResult:
+        """Parse, graph and (unless disabled) env assertions of one configuration.
+        ``extra_conf`` is appended to local.conf (for negative tests)."""
+        result = CheckResult(config)
+        cdir = self.prepare(config, tag, extra_conf)
+        parse = self.run_bitbake(config, cdir, "parse", "bitbake -p")
+        result.steps.append(parse)
+        if not parse.ok or not graph:
+            return result
+        graph_step = self.run_bitbake(
+            config,
+            cdir,
+            "graph",
+            f"cd {shlex.quote(str(cdir / 'build'))} && bitbake -g {config.image} {config.bundle}",
+        )
+        result.steps.append(graph_step)
+        buildlist = cdir / "build" / "pn-buildlist"
+        if graph_step.ok and buildlist.exists():
+            result.build_list = set(buildlist.read_text().split())
+        if not graph_step.ok or not env_checks:
+            return result
+        targets = [
+            config.image,
+            config.bundle,
+            "edgecontainers-base",
+            "edgecontainers-grub-cfg"
+            if config.machine.startswith("qemux86")
+            else "edgecontainers-uboot-script",
+        ]
+        script = " && ".join(f"bitbake -e {t} > {shlex.quote(str(cdir / f'env-{t}.txt'))}" for t in targets)
+        env_step = self.run_bitbake(config, cdir, "env", script)
+        result.steps.append(env_step)
+        if env_step.ok:
+            values = {t: parse_env(cdir / f"env-{t}.txt") for t in targets}
+            result.env_failures = expectations_failures(config, values, result.build_list)
+        for failure in result.env_failures:
+            self.log(f"[{config.name}] env: {failure}")
+        return result
+
+    def env_values(self, config: Config, target: str, tag: str = "") -> dict[str, str]:
+        """The final variable values of a target after check() ran (bitbake -e output)."""
+        path = self._config_dir(config, tag) / f"env-{target}.txt"
+        return parse_env(path) if path.exists() else {}
+
+
+_ENV_LINE = re.compile(r'^(?:export )?([A-Za-z0-9_${}.:/+-]+)="(.*)"$')
+
+
+def parse_env(path: Path) -> dict[str, str]:
+    """Variable values from `bitbake -e` output (last assignment wins)."""
+    values: dict[str, str] = {}
+    for line in path.read_text(errors="replace").splitlines():
+        m = _ENV_LINE.match(line)
+        if m:
+            values[m.group(1)] = m.group(2).replace('\\"', '"')
+    return values
+
+
+def _words(value: str | None) -> set[str]:
+    return set((value or "").split())
+
+
+def expectations_failures(
+    config: Config, env: dict[str, dict[str, str]], build_list: Iterable[str]
+) -> list[str]:
+    """What the product promises, checked against BitBake's final values."""
+    fails: list[str] = []
+    image = env.get(config.image, {})
+    bundle = env.get(config.bundle, {})
+    base = env.get("edgecontainers-base", {})
+
+    def need(cond: bool, what: str) -> None:
+        if not cond:
+            fails.append(what)
+
+    distro_features = _words(image.get("DISTRO_FEATURES"))
+    for feature in ("systemd", "usrmerge", "virtualization", "seccomp", "rauc", "vcontainer"):
+        need(feature in distro_features, f"DISTRO_FEATURES lacks {feature}")
+    need(not distro_features & {"sysvinit", "x11", "wayland"}, "DISTRO_FEATURES has sysvinit/x11/wayland")
+    need(image.get("DISTRO") == "edgecontainers", f"DISTRO is {image.get('DISTRO')!r}")
+
+    features = _words(image.get("IMAGE_FEATURES"))
+    need("read-only-rootfs" in features, "IMAGE_FEATURES lacks read-only-rootfs")
+    need("debug-tweaks" not in features, "IMAGE_FEATURES has debug-tweaks")
+    dev_only = {"empty-root-password", "allow-root-login", "allow-empty-password"}
+    if config.dev:
+        need(dev_only <= features, f"dev image lacks {sorted(dev_only - features)}")
+        need(image.get("EDGECONTAINERS_SERIAL_CONSOLE") == "1", "dev build has no serial console")
+    else:
+        need(not features & dev_only, f"production image has {sorted(features & dev_only)}")
+        need(image.get("EDGECONTAINERS_SERIAL_CONSOLE") == "0", "production build has a serial console")
+        need(
+            "edgecontainers-production" in _words(image.get("IMAGE_INSTALL")),
+            "production lock-down not installed",
+        )
+
+    expected_engine = {"podman": "podman", "docker": "docker-moby"}[config.engine]
+    other_engine = {"podman": "docker-moby", "docker": "podman"}[config.engine]
+    need(
+        image.get("EDGECONTAINERS_ENGINE") == config.engine,
+        f"EDGECONTAINERS_ENGINE is {image.get('EDGECONTAINERS_ENGINE')!r}",
+    )
+    need(
+        image.get("VIRTUAL-RUNTIME_container_engine") == expected_engine,
+        f"VIRTUAL-RUNTIME_container_engine is {image.get('VIRTUAL-RUNTIME_container_engine')!r}",
+    )
+    need(expected_engine in _words(image.get("IMAGE_INSTALL")), f"{expected_engine} not in IMAGE_INSTALL")
+    built = set(build_list)
+    need(expected_engine in built, f"{expected_engine} not in the task graph")
+    need(other_engine not in built, f"{other_engine} is in the task graph")
+    need(
+        f"edgecontainers-demo-container:{config.engine}" in _words(image.get("BUNDLED_CONTAINERS")),
+        f"demo app not preloaded (BUNDLED_CONTAINERS={image.get('BUNDLED_CONTAINERS')!r})",
+    )
+
+    bootloader = "grub" if config.machine.startswith("qemux86") else "uboot"
+    need(
+        image.get("WKS_FILE") == f"edgecontainers-ab-{bootloader}.wks",
+        f"WKS_FILE is {image.get('WKS_FILE')!r}",
+    )
+    fstypes = _words(image.get("IMAGE_FSTYPES"))
+    need({"ext4", "wic.zst", "wic.bmap"} <= fstypes, f"IMAGE_FSTYPES is {image.get('IMAGE_FSTYPES')!r}")
+
+    compatible = f"edgecontainers-{config.machine}"
+    need(
+        bundle.get("RAUC_BUNDLE_COMPATIBLE") == compatible,
+        f"RAUC_BUNDLE_COMPATIBLE is {bundle.get('RAUC_BUNDLE_COMPATIBLE')!r}, expected {compatible!r}",
+    )
+    need(
+        bundle.get("RAUC_BUNDLE_FORMAT") == "verity",
+        f"RAUC_BUNDLE_FORMAT is {bundle.get('RAUC_BUNDLE_FORMAT')!r}",
+    )
+    need(bundle.get("RAUC_SLOT_rootfs") == config.image, f"bundle carries {bundle.get('RAUC_SLOT_rootfs')!r}")
+
+    need(base.get("EDGECONTAINERS_JOURNAL_STORAGE") == "volatile", "journal is not volatile")
+    need(bool(base.get("EDGECONTAINERS_JOURNAL_MAX")), "journal has no size cap")
+    need(
+        "files/fs-perms-volatile-log.txt" in _words(image.get("FILESYSTEM_PERMS_TABLES")),
+        "/var/log is not volatile",
+    )
+    return fails

@@ -1,0 +1,90 @@
+"""edgectl check: offline BitBake checks of the layer against the upstream layers."""
+
+from __future__ import annotations
+
+import argparse
+
+from .. import bbcheck
+from ..errors import EXIT_FAILED, EXIT_OK, ConfigError, UsageError
+from ..project import ENGINES, Project
+
+NAME = "check"
+HELP = "parse the layer and resolve its task graph against the real upstream layers, offline"
+DESCRIPTION = """\
+Run BitBake against the real wrynose layers without building anything and
+without network access: 'bitbake -p' (every recipe parses), 'bitbake -g' of
+the image and bundle (every dependency has a provider) and 'bitbake -e'
+assertions (distro features, read-only rootfs, engine, wks file, RAUC
+compatible, volatile logs) for each configuration.
+
+The upstream layers come from local git checkouts in $YOCTO_LAYERS_DIR
+(default /var/cache/yocto-layers, one <repo>-wrynose directory each; make
+them with scripts/setup-layer-checkouts).  BitBake's parse cache is kept per
+configuration in /var/cache/edgecontainers/bbcheck (as root) or
+~/.cache/edgecontainers/bbcheck: a cold parse takes about 5 minutes on 2
+cores, a warm one seconds.  As root, BitBake runs as the user 'builder'.
+
+Without --machine/--engine/--variant/--all it checks a subset that covers
+every machine, both engines and both variants once (what CI runs).
+
+examples:
+  edgectl check bitbake                        the CI subset (4 configurations)
+  edgectl check bitbake --all                  all machines x engines x variants
+  edgectl check bitbake --machine qemuarm64 --engine docker --variant dev
+
+exit codes: 0 all checks passed, 1 a check failed, 2 usage error or the
+upstream layer checkouts are missing.
+"""
+
+
+def setup_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("what", choices=["bitbake"], help="what to check (only 'bitbake' for now)")
+    parser.add_argument("--machine", action="append", metavar="MACHINE", help="machine to check (repeatable)")
+    parser.add_argument("--engine", action="append", choices=ENGINES, help="engine to check (repeatable)")
+    parser.add_argument(
+        "--variant", action="append", choices=bbcheck.VARIANTS, help="image variant (repeatable)"
+    )
+    parser.add_argument(
+        "--all", action="store_true", help="the full matrix of machines, engines and variants"
+    )
+    parser.add_argument("--no-env", action="store_true", help="skip the 'bitbake -e' assertions")
+    parser.add_argument(
+        "--keep-going", action="store_true", help="check the other configurations after a failure"
+    )
+
+
+def select(project: Project, args: argparse.Namespace) -> list[bbcheck.Config]:
+    if args.all and (args.machine or args.engine or args.variant):
+        raise UsageError("--all cannot be combined with --machine, --engine or --variant")
+    if args.all:
+        return bbcheck.matrix(project)
+    if not (args.machine or args.engine or args.variant):
+        return list(bbcheck.CI_SUBSET)
+    for machine in args.machine or []:
+        project.machine_kas(machine)  # unknown machine -> UsageError listing the valid ones
+    machines = args.machine or project.machines()
+    engines = args.engine or ["podman"]
+    variants = args.variant or ["production"]
+    return [bbcheck.Config(m, e, v) for m in machines for e in engines for v in variants]
+
+
+def run(args: argparse.Namespace) -> int:
+    project = Project.discover()
+    configs = select(project, args)
+    reason = bbcheck.availability()
+    if reason:
+        raise ConfigError(f"cannot run the BitBake checks: {reason}")
+    checker = bbcheck.Checker(project)
+    results = []
+    for config in configs:
+        result = checker.check(config, env_checks=not args.no_env)
+        results.append(result)
+        if not result.ok and not args.keep_going:
+            break
+    print()
+    for result in results:
+        print(result.summary())
+    skipped = len(configs) - len(results)
+    if skipped:
+        print(f"{skipped} configuration(s) not checked after the failure (use --keep-going)")
+    return EXIT_OK if all(r.ok for r in results) and not skipped else EXIT_FAILED
