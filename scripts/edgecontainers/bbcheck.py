@@ -13,7 +13,7 @@ without any network access:
 
 Upstream layers come from local git checkouts (default /var/cache/yocto-layers,
 one ``<repo>-wrynose`` directory per upstream repository, as made by
-``scripts/setup-layer-checkouts``; or $YOCTO_LAYERS_DIR).  kas clones them
+``edgectl check setup``; or $YOCTO_LAYERS_DIR).  kas clones them
 through KAS_PREMIRRORS, so the pinned commits of kas/*.lock.yml are used.
 BitBake refuses to run as root: as root we run it as an unprivileged user.
 Work directories (the project copy, kas clones, BitBake's parse cache) live
@@ -64,9 +64,7 @@ MIRRORS = ""
 """
 
 # Lines of BitBake output worth showing when a step fails.
-_INTERESTING = re.compile(
-    r"ERROR|Nothing (R)?PROVIDES|is not supported|No recipes|ParseError|not found|failed"
-)
+_INTERESTING = re.compile(r"ERROR|Nothing (R)?PROVIDES|is not supported|No recipes|ParseError|not found|failed")
 
 
 @dataclass(frozen=True)
@@ -158,7 +156,7 @@ def availability() -> str | None:
     if missing:
         return (
             f"upstream layer checkouts missing under {root} ({', '.join(missing)}); "
-            "make them with scripts/setup-layer-checkouts (see README, 'BitBake checks')"
+            "make them with 'edgectl check setup' (see README, 'BitBake checks')"
         )
     if os.geteuid() == 0:
         try:
@@ -270,9 +268,7 @@ class Checker:
 
     def kas_config(self, config: Config, cdir: Path) -> str:
         rel = self.project.kas_config(config.machine, config.engine, ["dev"] if config.dev else [])
-        return ":".join(
-            [str(cdir / "src" / p) for p in rel.split(":")] + [str(cdir / "src/.bbcheck/offline.yml")]
-        )
+        return ":".join([str(cdir / "src" / p) for p in rel.split(":")] + [str(cdir / "src/.bbcheck/offline.yml")])
 
     # ------------------------------------------------------------ running
     def run_bitbake(self, config: Config, cdir: Path, label: str, commands: str) -> StepResult:
@@ -360,9 +356,7 @@ class Checker:
             config.image,
             config.bundle,
             "edgecontainers-base",
-            "edgecontainers-grub-cfg"
-            if config.machine.startswith("qemux86")
-            else "edgecontainers-uboot-script",
+            "edgecontainers-grub-cfg" if config.machine.startswith("qemux86") else "edgecontainers-uboot-script",
         ]
         script = " && ".join(f"bitbake -e {t} > {shlex.quote(str(cdir / f'env-{t}.txt'))}" for t in targets)
         env_step = self.run_bitbake(config, cdir, "env", script)
@@ -397,9 +391,7 @@ def _words(value: str | None) -> set[str]:
     return set((value or "").split())
 
 
-def expectations_failures(
-    config: Config, env: dict[str, dict[str, str]], build_list: Iterable[str]
-) -> list[str]:
+def expectations_failures(config: Config, env: dict[str, dict[str, str]], build_list: Iterable[str]) -> list[str]:
     """What the product promises, checked against BitBake's final values."""
     fails: list[str] = []
     image = env.get(config.image, {})
@@ -476,3 +468,67 @@ def expectations_failures(
         "/var/log is not volatile",
     )
     return fails
+
+
+def upstream_repos(project: Project) -> dict[str, tuple[str, str]]:
+    """{checkout name: (url, branch)} of every upstream repository in kas/."""
+    import yaml
+
+    repos: dict[str, tuple[str, str]] = {}
+    for path in sorted(project.kas_dir.rglob("*.yml")):
+        if path.name.endswith(".lock.yml"):
+            continue
+        for name, spec in (yaml.safe_load(path.read_text()).get("repos") or {}).items():
+            if spec and spec.get("url"):
+                repos[name] = (spec["url"], str(spec.get("branch", RELEASE)))
+    return repos
+
+
+def setup_checkouts(
+    project: Project, *, mirror_root: Path | None = None, log: Callable[[str], None] = print
+) -> list[Path]:
+    """Clone (or update) every upstream repository to <layers dir>/<name>-wrynose.
+
+    From the network by default, or from bare snapshots laid out as
+    <mirror_root>/<owner>+<name>/repo (what an offline machine has).  Every
+    branch of the source becomes a local branch, so that kas can check out the
+    pinned commit of any of them."""
+    root = layers_dir()
+    root.mkdir(parents=True, exist_ok=True)
+    made = []
+    for name, (url, branch) in upstream_repos(project).items():
+        if mirror_root:
+            candidates = sorted(mirror_root.glob(f"*+{name}/repo"))
+            if not candidates:
+                raise ConfigError(f"no snapshot of {name} under {mirror_root} (looked for */{'{owner}'}+{name}/repo)")
+            source = str(candidates[0])
+        else:
+            source = url
+        dest = root / f"{name}-{RELEASE}"
+        if (dest / ".git").exists():
+            subprocess.run(
+                ["git", "-C", str(dest), "fetch", "-q", source, "+refs/heads/*:refs/remotes/origin/*"], check=True
+            )
+        else:
+            subprocess.run(["git", "clone", "-q", "--no-checkout", source, str(dest)], check=True)
+        subprocess.run(["git", "-C", str(dest), "checkout", "-q", "-B", branch, f"origin/{branch}"], check=True)
+        branches = subprocess.run(
+            ["git", "-C", str(dest), "for-each-ref", "--format=%(refname:lstrip=3)", "refs/remotes/origin/"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split()
+        for other in branches:
+            if other not in ("HEAD", branch):
+                subprocess.run(["git", "-C", str(dest), "branch", "-q", "-f", other, f"origin/{other}"], check=False)
+        head = subprocess.run(["git", "-C", str(dest), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+        log(f"{dest}: {branch} @ {head.stdout.strip()}")
+        made.append(dest)
+    subprocess.run(["chmod", "-R", "a+rX", str(root)], check=True)
+    if os.geteuid() == 0:
+        try:
+            pwd.getpwnam(BUILD_USER)
+        except KeyError:
+            subprocess.run(["useradd", "--create-home", "--shell", "/bin/bash", BUILD_USER], check=True)
+            log(f"created the user '{BUILD_USER}' to run BitBake as (BitBake refuses to run as root)")
+    return made

@@ -1,7 +1,7 @@
 """Offline BitBake checks against the real wrynose layers (marker ``bitbake``).
 
 They run whenever the upstream layer checkouts are present (default
-/var/cache/yocto-layers, see scripts/setup-layer-checkouts) and skip, saying
+/var/cache/yocto-layers, see edgectl check setup) and skip, saying
 why, when they are not.  The configurations are the CI subset (every machine,
 both engines, both variants once); `edgectl check bitbake --all` runs the full
 matrix.  BitBake's parse cache lives outside the checkout, so warm runs take

@@ -79,11 +79,15 @@ def test_every_upstream_repo_is_pinned_by_a_lock_file():
         locked = yaml.safe_load(lock.read_text())["overrides"]["repos"]
         for name, spec in repos.items():
             assert spec.get("branch"), f"{path.name}: {name} has no branch"
-            assert re.fullmatch(r"[0-9a-f]{40}", locked.get(name, {}).get("commit", "")), f"{name} not pinned in {lock.name}"
+            assert re.fullmatch(r"[0-9a-f]{40}", locked.get(name, {}).get("commit", "")), (
+                f"{name} not pinned in {lock.name}"
+            )
 
 
 def test_kas_uses_the_split_repositories_not_poky():
-    urls = [s.get("url", "") for p in kas_files() for s in (yaml.safe_load(p.read_text()).get("repos") or {}).values() if s]
+    urls = [
+        s.get("url", "") for p in kas_files() for s in (yaml.safe_load(p.read_text()).get("repos") or {}).values() if s
+    ]
     assert not [u for u in urls if u.rstrip("/").endswith("/poky") or u.endswith("poky.git")]
     assert any(u.endswith("/bitbake") for u in urls) and any(u.endswith("/openembedded-core") for u in urls)
 
@@ -139,9 +143,7 @@ def test_user_facing_variables_have_doc_flags_and_readme_entries():
         assert f"### `{var}`" in readme, f"{var} is not documented in meta-edgecontainers/README.md"
 
 
-ON_TARGET_SCRIPTS = [
-    p for p in LAYER.rglob("files/*") if p.is_file() and p.read_bytes().startswith(b"#!/bin/sh")
-]
+ON_TARGET_SCRIPTS = [p for p in LAYER.rglob("files/*") if p.is_file() and p.read_bytes().startswith(b"#!/bin/sh")]
 
 
 @pytest.mark.parametrize("script", ON_TARGET_SCRIPTS, ids=lambda p: p.name)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from .. import bbcheck
 from ..errors import EXIT_FAILED, EXIT_OK, ConfigError, UsageError
@@ -19,7 +20,7 @@ compatible, volatile logs) for each configuration.
 
 The upstream layers come from local git checkouts in $YOCTO_LAYERS_DIR
 (default /var/cache/yocto-layers, one <repo>-wrynose directory each; make
-them with scripts/setup-layer-checkouts).  BitBake's parse cache is kept per
+them with 'edgectl check setup').  BitBake's parse cache is kept per
 configuration in /var/cache/edgecontainers/bbcheck (as root) or
 ~/.cache/edgecontainers/bbcheck: a cold parse takes about 5 minutes on 2
 cores, a warm one seconds.  As root, BitBake runs as the user 'builder'.
@@ -28,6 +29,8 @@ Without --machine/--engine/--variant/--all it checks a subset that covers
 every machine, both engines and both variants once (what CI runs).
 
 examples:
+  edgectl check setup                          clone the upstream layers (network)
+  edgectl check setup --from-mirror /srv/snapshots    ... or from local snapshots
   edgectl check bitbake                        the CI subset (4 configurations)
   edgectl check bitbake --all                  all machines x engines x variants
   edgectl check bitbake --machine qemuarm64 --engine docker --variant dev
@@ -38,19 +41,18 @@ upstream layer checkouts are missing.
 
 
 def setup_parser(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("what", choices=["bitbake"], help="what to check (only 'bitbake' for now)")
+    parser.add_argument(
+        "what", choices=["bitbake", "setup"], help="'bitbake': run the checks; 'setup': make the layer checkouts"
+    )
+    parser.add_argument(
+        "--from-mirror", type=Path, metavar="DIR", help="setup: clone from snapshots DIR/<owner>+<repo>/repo"
+    )
     parser.add_argument("--machine", action="append", metavar="MACHINE", help="machine to check (repeatable)")
     parser.add_argument("--engine", action="append", choices=ENGINES, help="engine to check (repeatable)")
-    parser.add_argument(
-        "--variant", action="append", choices=bbcheck.VARIANTS, help="image variant (repeatable)"
-    )
-    parser.add_argument(
-        "--all", action="store_true", help="the full matrix of machines, engines and variants"
-    )
+    parser.add_argument("--variant", action="append", choices=bbcheck.VARIANTS, help="image variant (repeatable)")
+    parser.add_argument("--all", action="store_true", help="the full matrix of machines, engines and variants")
     parser.add_argument("--no-env", action="store_true", help="skip the 'bitbake -e' assertions")
-    parser.add_argument(
-        "--keep-going", action="store_true", help="check the other configurations after a failure"
-    )
+    parser.add_argument("--keep-going", action="store_true", help="check the other configurations after a failure")
 
 
 def select(project: Project, args: argparse.Namespace) -> list[bbcheck.Config]:
@@ -70,6 +72,15 @@ def select(project: Project, args: argparse.Namespace) -> list[bbcheck.Config]:
 
 def run(args: argparse.Namespace) -> int:
     project = Project.discover()
+    if args.what == "setup":
+        if args.from_mirror and not args.from_mirror.is_dir():
+            raise UsageError(f"--from-mirror {args.from_mirror}: no such directory")
+        bbcheck.setup_checkouts(project, mirror_root=args.from_mirror)
+        reason = bbcheck.availability()
+        if reason:
+            raise ConfigError(reason)
+        print(f"upstream layer checkouts ready in {bbcheck.layers_dir()}")
+        return EXIT_OK
     configs = select(project, args)
     reason = bbcheck.availability()
     if reason:
