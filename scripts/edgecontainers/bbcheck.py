@@ -321,6 +321,12 @@ class Checker:
         seconds = time.monotonic() - start
         logf.write_text(out)
         detail = "\n".join(line for line in out.splitlines() if _INTERESTING.search(line))[-3000:]
+        # Warnings fail the step too: they are how BitBake reports most
+        # configuration mistakes that still let it go on.
+        warnings = [line for line in out.splitlines() if line.startswith("WARNING:")]
+        if warnings and rc == 0:
+            rc = 1
+            detail = "\n".join(warnings)[-3000:]
         result = StepResult(label, rc == 0, seconds, logf, detail)
         status = "ok" if rc == 0 else f"FAILED (exit {rc})"
         self.log(f"[{config.name}] {label}: {status} in {seconds:.0f}s ({logf})")
