@@ -95,13 +95,14 @@ def matrix(project: Project) -> list[Config]:
     return [Config(m, e, v) for m in project.machines() for e in ENGINES for v in VARIANTS]
 
 
-# A subset that covers every machine, both engines and both variants once,
-# for CI (the full matrix is `edgectl check bitbake --all`).
+# What CI checks: both engines, both variants, all three boot paths (GRUB EFI,
+# U-Boot on virtio, U-Boot on the Pi via dynamic-layers) in three
+# configurations, because a cold parse costs ~7 minutes on 2 cores.  The full
+# matrix (16) is `edgectl check bitbake --all`.
 CI_SUBSET = (
     Config("qemux86-64", "podman", "production"),
-    Config("qemuarm64", "docker", "dev"),
-    Config("raspberrypi4-64", "docker", "production"),
-    Config("raspberrypi5", "podman", "dev"),
+    Config("raspberrypi4-64", "docker", "dev"),
+    Config("qemuarm64", "docker", "production"),
 )
 
 

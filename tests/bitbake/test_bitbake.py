@@ -2,8 +2,8 @@
 
 They run whenever the upstream layer checkouts are present (default
 /var/cache/yocto-layers, see edgectl check setup) and skip, saying
-why, when they are not.  The configurations are the CI subset (every machine,
-both engines, both variants once); `edgectl check bitbake --all` runs the full
+why, when they are not.  The configurations are the CI subset (both engines, both variants,
+every boot path); `edgectl check bitbake --all` runs the full
 matrix.  BitBake's parse cache lives outside the checkout, so warm runs take
 seconds per step.
 """

@@ -26,12 +26,12 @@ configuration in /var/cache/edgecontainers/bbcheck (as root) or
 cores, a warm one seconds.  As root, BitBake runs as the user 'builder'.
 
 Without --machine/--engine/--variant/--all it checks a subset that covers
-every machine, both engines and both variants once (what CI runs).
+both engines, both variants and every boot path (what CI runs).
 
 examples:
   edgectl check setup                          clone the upstream layers (network)
   edgectl check setup --from-mirror /srv/snapshots    ... or from local snapshots
-  edgectl check bitbake                        the CI subset (4 configurations)
+  edgectl check bitbake                        the CI subset (3 configurations)
   edgectl check bitbake --all                  all machines x engines x variants
   edgectl check bitbake --machine qemuarm64 --engine docker --variant dev
 
