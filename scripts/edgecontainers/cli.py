@@ -19,7 +19,7 @@ from . import __version__
 from .errors import EXIT_FAILED, EXIT_USAGE, EdgeError, Interrupted
 
 # Order is the order shown in --help.  Each name is a module in commands/.
-COMMANDS: tuple[str, ...] = ("build", "flash", "keys", "bundle", "check")
+COMMANDS: tuple[str, ...] = ("build", "flash", "keys", "bundle", "check", "qemu", "test")
 
 EPILOG = """\
 examples:
