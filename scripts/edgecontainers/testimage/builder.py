@@ -1,0 +1,1070 @@
+"""Build the QEMU test image: Debian packages plus the layer's on-target files.
+
+A Yocto build cannot run on CI machines, so CI boots an image assembled from
+Debian (trixie) packages that installs **the layer's own on-target files**,
+read from ``meta-edgecontainers/`` by :mod:`.layer`:
+
+1. *Composition*: the image recipe's IMAGE_INSTALL and IMAGE_FEATURES (and the
+   RDEPENDS of the layer's recipes) decide which layer recipes are installed
+   and which Debian packages stand in for the OE packages
+   (:data:`DEBIAN_PACKAGES`).
+2. *Base*: ``mmdebstrap --mode=unshare`` (no mounts on the host) builds the
+   Debian root filesystem as a tarball, cached by the package list.
+3. *Layer*: every EDGE_FILES entry of those recipes, rendered, at its
+   destination; EDGE_DIRS created; SYSTEMD_SERVICE units enabled; the image
+   recipes' own steps (authorized_keys, the dev SSH policy, the RAUC keyring).
+4. *Plumbing*: what Debian needs to behave like the Yocto image, each item in
+   :data:`PLUMBING` with its reason.  Nothing else may differ from the Debian
+   packages' own files (:mod:`.provenance` checks it).
+5. *Preload*: the app's container image is loaded into the engine's store by
+   booting the image once (as meta-virtualization does with a helper VM), then
+   the layer's ``edgecontainers_relocate_preloaded_images`` runs on it.
+6. *Disk*: GPT per the layer's wks file (sizes, labels, names, types read from
+   it): ESP (mkfs.vfat + mtools, GRUB EFI binary with an embedded search
+   config, the layer's grub.cfg and grubenv), rootfsA (``mkfs.ext4 -d``),
+   rootfsB, data; assembled with sfdisk and dd on a sparse file.  No loop
+   devices, no mounts.
+
+Results are cached in ``${XDG_CACHE_HOME:-~/.cache}/edgecontainers/testimage``
+under a hash of every input.  Building needs root (file ownership in the
+root filesystem, chroot for ``systemctl enable`` and ``grub-mkimage``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import subprocess
+import tarfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import CommandFailed, ConfigError, EdgeError
+from ..tools import require, run
+from .layer import OE_PATHS, Layer, Recipe, machine_facts
+from .oci import ImageFile, docker_archive
+
+log = logging.getLogger(__name__)
+
+SUITE = "trixie"
+MIRROR = "http://deb.debian.org/debian"
+KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
+# Bump when the build procedure changes in a way the code hash would not show.
+FORMAT = "1"
+# Bump when the base (mmdebstrap) step changes in a way its inputs do not show.
+BASE_FORMAT = "1"
+VARIANTS = ("production", "dev")
+
+# OE package -> Debian packages that stand in for it, and the layer recipes it
+# brings along (meta-rauc's rauc RDEPENDS rauc-conf, ...).  An OE package the
+# image installs that is not listed here stops the build.
+DEBIAN_PACKAGES: dict[str, tuple[str, ...]] = {
+    "packagegroup-core-boot": ("systemd", "systemd-sysv", "udev", "dbus", "kmod", "netbase"),
+    "kernel-image": ("linux-image-{arch}",),
+    "grub-editenv": ("grub-common",),
+    "rauc": ("rauc", "rauc-service"),
+    "u-boot-env": ("libubootenv-tool",),
+    "u-boot-fw-utils": ("libubootenv-tool",),
+    "podman": ("podman",),
+    "crun": ("crun",),
+    # meta-virtualization's netavark RDEPENDS nftables (it runs nft); Debian only recommends it
+    "netavark": ("netavark", "nftables"),
+    "aardvark-dns": ("aardvark-dns",),
+    "conmon": ("conmon",),
+    "container-host-config": (),  # Debian's podman brings containers-common; the file is the layer's
+    "docker-moby": ("docker.io",),
+    "docker-compose": ("docker-compose",),
+    "coreutils": ("coreutils",),
+    "util-linux-logger": ("bsdutils",),
+    "e2fsprogs-resize2fs": ("e2fsprogs",),
+    "util-linux-blkid": ("util-linux",),
+    "util-linux-findmnt": ("util-linux",),
+    "util-linux-mount": ("mount",),
+    "util-linux-mountpoint": ("util-linux",),
+    "util-linux-partx": ("util-linux",),
+    "util-linux-sfdisk": ("fdisk",),
+    "util-linux": ("util-linux", "fdisk", "mount"),
+    "curl": ("curl",),
+    "iproute2": ("iproute2",),
+    "less": ("less",),
+    "procps": ("procps",),
+    "busybox": ("busybox",),
+}
+PULLS_LAYER_RECIPES: dict[str, tuple[str, ...]] = {
+    "rauc": ("rauc-conf",),
+    "u-boot-env": ("u-boot",),
+    "u-boot-fw-utils": ("u-boot",),
+    "container-host-config": ("container-host-config",),
+}
+# IMAGE_FEATURES -> Debian packages; the features that change files are
+# applied by the builder (see PLUMBING and _image_recipe_steps).
+FEATURE_PACKAGES: dict[str, tuple[str, ...]] = {
+    "ssh-server-openssh": ("openssh-server",),
+    "tools-debug": ("strace",),
+    "read-only-rootfs": (),
+    "allow-empty-password": (),
+    "empty-root-password": (),
+    "allow-root-login": (),
+}
+# Debian packages the image needs only because it is Debian, with the reason.
+PLUMBING_PACKAGES: dict[str, str] = {
+    "initramfs-tools": "Debian's kernel has virtio_blk and ext4 as modules: an initramfs loads them",
+    "grub-efi-amd64-bin": "GRUB's EFI modules for grub-mkimage (x86-64 only; Yocto deploys bootx64.efi)",
+}
+
+# dpkg excludes: a root filesystem that fits the 1 GiB slot and boots fast.
+DPKG_EXCLUDES = (
+    "path-exclude=/usr/share/man/*",
+    "path-exclude=/usr/share/doc/*",
+    "path-include=/usr/share/doc/*/copyright",
+    "path-exclude=/usr/share/locale/*",
+    "path-exclude=/usr/share/info/*",
+    "path-exclude=/usr/share/lintian/*",
+    *(
+        f"path-exclude=/usr/lib/modules/*/kernel/{tree}/*"
+        for tree in (
+            "drivers/gpu", "drivers/net/wireless", "drivers/net/ethernet", "drivers/media", "drivers/infiniband",
+            "drivers/staging", "drivers/bluetooth", "drivers/iio", "drivers/isdn", "drivers/input/touchscreen",
+            "drivers/hwmon", "drivers/scsi/qla2xxx", "drivers/scsi/lpfc", "drivers/net/can", "sound",
+            "net/wireless", "net/mac80211", "net/bluetooth",
+        )
+    ),
+)  # fmt: skip
+INITRAMFS_MODULES = ("virtio_pci", "virtio_blk", "virtio_scsi", "ext4", "crc32c_generic")
+
+# The GRUB modules oe-core's grub-efi builds into bootx64.efi (GRUB_BUILDIN ?=);
+# the distro appends to it (GRUB_BUILDIN:append:x86-64).
+OE_GRUB_BUILDIN = "boot linux ext2 fat serial part_msdos part_gpt normal efi_gop iso9660 configfile search loadenv test"
+# oe-core grub-efi's embedded configuration: find the ESP holding EFI/BOOT/grub.cfg.
+GRUB_EARLY_CFG = "search --no-floppy --set=root --file /EFI/BOOT/grub.cfg\nset prefix=($root)/EFI/BOOT\n"
+GPT_LINUX_FS = "0FC63DAF-8483-4772-8E79-3D69D8477DE4"
+
+APP_TAG = {"podman": "localhost/{name}:latest", "docker": "{name}:latest"}
+
+
+# ---------------------------------------------------------------- plumbing
+@dataclass(frozen=True)
+class Plumbing:
+    """One adaptation of the Debian root filesystem that is not from the layer."""
+
+    path: str  # absolute path in the root filesystem
+    kind: str  # file, symlink, remove, dir, modify, enable
+    reason: str
+    content: Callable[[BuildContext], str | None] | str = ""
+    mode: int = 0o644
+    when: Callable[[BuildContext], bool] = lambda ctx: True
+
+
+def _kernel_link(ctx: BuildContext) -> str:
+    return ctx.kernel_file.name
+
+
+def _initrd_link(ctx: BuildContext) -> str:
+    return ctx.initrd_file.name
+
+
+def _allow_root_login(ctx: BuildContext) -> str | None:
+    path = ctx.rootfs / "etc/ssh/sshd_config"
+    text = path.read_text()
+    # oe-core rootfs-postcommands ssh_allow_root_login / ssh_allow_empty_password
+    text = re.sub(r"^#?PermitRootLogin.*$", "PermitRootLogin yes", text, flags=re.M)
+    text = re.sub(r"^#?PermitEmptyPasswords.*$", "PermitEmptyPasswords yes", text, flags=re.M)
+    return text
+
+
+def _empty_root_password(ctx: BuildContext) -> str | None:
+    path = ctx.rootfs / "etc/shadow"
+    lines = path.read_text().splitlines()
+    return "\n".join(re.sub(r"^root:[^:]*:", "root::", ln) for ln in lines) + "\n"
+
+
+# The ONE list of everything in the test image that is neither a Debian
+# package's file nor the layer's: each with why the Debian base needs it.
+# tests/unit/test_testimage_provenance.py and the system test
+# test_image_files_come_from_debian_or_the_layer hold the image to it.
+PLUMBING: tuple[Plumbing, ...] = (
+    Plumbing("/etc/fstab", "file", "Debian's placeholder fstab replaced by oe-core base-files' /var/volatile tmpfs "
+             "line (the root stays read-only from the kernel's 'ro')",
+             "# oe-core base-files: logs and temporary files in RAM\n"
+             "tmpfs /var/volatile tmpfs defaults 0 0\n"),
+    Plumbing("/var/volatile", "dir", "oe-core: mount point of the volatile tmpfs"),
+    Plumbing("/var/log", "symlink", "oe-core fs-perms-volatile-log.txt: /var/log -> volatile/log (tmpfs); "
+             "the distro keeps this default (FILESYSTEM_PERMS_TABLES)", "volatile/log"),
+    Plumbing("/var/tmp", "symlink", "oe-core fs-perms-volatile-tmp.txt: /var/tmp -> volatile/tmp", "volatile/tmp"),
+    Plumbing("/usr/lib/tmpfiles.d/00-create-volatile.conf", "file",
+             "oe-core systemd recipe: creates the volatile log and tmp directories at boot",
+             "d /var/volatile/log - - - -\nd /var/volatile/tmp 1777 - -\n"),
+    Plumbing("/etc/hostname", "file", "oe-core base-files: hostname is MACHINE (mmdebstrap copies the build "
+             "host's)", lambda ctx: ctx.machine + "\n"),
+    Plumbing("/etc/resolv.conf", "remove", "mmdebstrap copies the build host's resolver configuration"),
+    Plumbing("/etc/ssh/ssh_host_*", "remove", "host keys generated by Debian's openssh-server postinst at build "
+             "time; the layer creates them on /data at first boot (edgecontainers-ssh-hostkeys)"),
+    Plumbing("/etc/systemd/system/multi-user.target.wants/systemd-networkd.service", "enable",
+             "oe-core enables systemd-networkd (systemd PACKAGECONFIG networkd); Debian does not",
+             "systemd-networkd.service"),
+    Plumbing("/etc/systemd/system/sockets.target.wants/systemd-networkd.socket", "enable",
+             "enabled with systemd-networkd (its socket unit)", "systemd-networkd.service"),
+    Plumbing("/etc/systemd/system/sysinit.target.wants/systemd-network-generator.service", "enable",
+             "enabled with systemd-networkd", "systemd-networkd.service"),
+    Plumbing("/etc/systemd/system/network-online.target.wants/systemd-networkd-wait-online.service", "enable",
+             "enabled with systemd-networkd", "systemd-networkd.service"),
+    Plumbing("/etc/systemd/system/dbus-org.freedesktop.network1.service", "enable",
+             "alias created when systemd-networkd is enabled", "systemd-networkd.service"),
+    Plumbing("/etc/initramfs-tools/conf.d/edgecontainers-testimage.conf", "base",
+             "small initramfs (MODULES=list) for Debian's modular kernel"),
+    Plumbing("/usr/share/initramfs-tools/modules.d/edgecontainers-testimage", "base",
+             "the modules the initramfs needs to find the root filesystem (virtio, ext4)"),
+    Plumbing("/boot/bzImage", "symlink", "the layer's grub.cfg loads /boot/bzImage (KERNEL_IMAGETYPE) from the "
+             "slot; Debian names it vmlinuz-VERSION", _kernel_link,
+             when=lambda ctx: ctx.facts.kernel_imagetype == "bzImage"),
+    Plumbing("/boot/Image", "symlink", "boot.scr loads /boot/Image (KERNEL_IMAGETYPE) from the slot; Debian names "
+             "it vmlinuz-VERSION", _kernel_link, when=lambda ctx: ctx.facts.kernel_imagetype == "Image"),
+    Plumbing("/boot/initrd", "symlink", "the layer's boot configurations load /boot/initrd when present; Debian "
+             "names it initrd.img-VERSION", _initrd_link),
+    Plumbing("/etc/shadow", "modify", "dev image: IMAGE_FEATURES empty-root-password (oe-core "
+             "rootfs-postcommands zap_empty_root_password's opposite: root without password)",
+             _empty_root_password, mode=0o640, when=lambda ctx: ctx.dev),
+    Plumbing("/etc/ssh/sshd_config", "modify", "dev image: IMAGE_FEATURES allow-root-login and "
+             "allow-empty-password (oe-core rootfs-postcommands edit sshd_config the same way)",
+             _allow_root_login, when=lambda ctx: ctx.dev),
+)  # fmt: skip
+
+
+# ---------------------------------------------------------------- spec
+def cache_root() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "edgecontainers" / "testimage"
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    """What to build.  ``layer`` defaults to the checkout's meta-edgecontainers;
+    OTA tests pass a modified copy of the layer (e.g. another demo version) to get
+    a second image whose rootfs can go into an update bundle."""
+
+    machine: str = "qemux86-64"
+    engine: str = "podman"
+    variant: str = "production"
+    layer: Path | None = None
+    tag: str = ""  # a name for variants built from a modified layer ("v2", "broken-journald", ...)
+
+    @property
+    def dev(self) -> bool:
+        return self.variant == "dev"
+
+    @property
+    def name(self) -> str:
+        image = "edgecontainers-image-dev" if self.dev else "edgecontainers-image"
+        parts = [image, self.machine, self.engine]
+        if self.tag:
+            parts.append(self.tag)
+        return "-".join(parts)
+
+
+@dataclass
+class Composition:
+    layer: Layer
+    recipes: list[Recipe]
+    debian: list[str]
+    features: list[str]
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class BuildContext:
+    spec: ImageSpec
+    layer: Layer
+    rootfs: Path
+    workdir: Path
+    kernel_file: Path = Path()
+    initrd_file: Path = Path()
+
+    @property
+    def machine(self) -> str:
+        return self.spec.machine
+
+    @property
+    def dev(self) -> bool:
+        return self.spec.dev
+
+    @property
+    def facts(self):
+        return machine_facts(self.spec.machine)
+
+
+@dataclass
+class TestImage:
+    """A built (cached) test image."""
+
+    __test__ = False  # not a pytest class
+
+    directory: Path
+    spec: ImageSpec
+
+    @property
+    def disk(self) -> Path:
+        return self.directory / "disk.img"
+
+    @property
+    def qemuboot(self) -> Path:
+        return self.directory / f"{self.spec.name}.qemuboot.conf"
+
+    @property
+    def rootfs_dir(self) -> Path:
+        return self.directory / "rootfs"
+
+    @property
+    def rootfs_ext4(self) -> Path:
+        return self.directory / "rootfs.ext4"
+
+    @property
+    def manifest(self) -> dict:
+        return json.loads((self.directory / "manifest.json").read_text())
+
+    @property
+    def metadata(self) -> dict:
+        return json.loads((self.directory / "metadata.json").read_text())
+
+
+# ---------------------------------------------------------------- composition
+def compose(layer: Layer) -> Composition:
+    """Layer recipes and Debian packages of the image, from the image recipe."""
+    image = layer.image_recipe()
+    arch = machine_facts(layer.machine).debian_arch
+    notes = []
+    queue = []
+    for word in image.words("IMAGE_INSTALL"):
+        if "${" in word:
+            notes.append(f"IMAGE_INSTALL: {word} is defined outside the layer (empty by default); skipped")
+            continue
+        queue.append(word)
+    features = [f for f in image.words("IMAGE_FEATURES") if "${" not in f]
+    recipes: dict[str, Recipe] = {}
+    debian: list[str] = []
+    seen: set[str] = set()
+    for feature in features:
+        if feature not in FEATURE_PACKAGES:
+            raise ConfigError(f"IMAGE_FEATURES '{feature}' has no Debian counterpart in builder.FEATURE_PACKAGES")
+        debian += FEATURE_PACKAGES[feature]
+    while queue:
+        name = queue.pop(0)
+        if name in seen:
+            continue
+        seen.add(name)
+        known = layer.recipes().get(name)
+        if known is not None and known.bb is not None:
+            recipes[name] = known
+            queue += known.rdepends()
+            continue
+        if name not in DEBIAN_PACKAGES:
+            raise ConfigError(
+                f"the image installs '{name}', which has no Debian counterpart in builder.DEBIAN_PACKAGES",
+                hint="add it there (with the Debian package names that stand in for it)",
+            )
+        debian += [p.format(arch=arch) for p in DEBIAN_PACKAGES[name]]
+        for rec in PULLS_LAYER_RECIPES.get(name, ()):
+            recipes[rec] = layer.recipe(rec)
+    plumbing = ["initramfs-tools"]
+    if layer.settings.get("EDGECONTAINERS_BOOTLOADER") == "grub":
+        plumbing.append("grub-efi-amd64-bin")
+    debian = sorted(set(debian) | set(plumbing))
+    return Composition(layer, list(recipes.values()), debian, features, notes)
+
+
+# ---------------------------------------------------------------- hashing
+def _code_hash() -> str:
+    """The code that decides the image's content (not the harness, not the checks)."""
+    h = hashlib.sha256()
+    pkg = Path(__file__).resolve().parent
+    for name in ("builder.py", "layer.py", "bbparse.py", "oci.py"):
+        h.update(name.encode() + b"\0" + (pkg / name).read_bytes())
+    return h.hexdigest()
+
+
+def base_key(debian: list[str], arch: str) -> str:
+    h = hashlib.sha256()
+    for part in (
+        BASE_FORMAT,
+        SUITE,
+        MIRROR,
+        arch,
+        " ".join(debian),
+        "\n".join(DPKG_EXCLUDES),
+        " ".join(INITRAMFS_MODULES),
+    ):
+        h.update(part.encode() + b"\0")
+    return h.hexdigest()[:16]
+
+
+def image_key(comp: Composition, spec: ImageSpec, inputs: dict[str, bytes]) -> str:
+    h = hashlib.sha256()
+    h.update(_code_hash().encode())
+    h.update(json.dumps([spec.machine, spec.engine, spec.variant, spec.tag, comp.debian]).encode())
+    for name in sorted(inputs):
+        h.update(name.encode() + b"\0" + hashlib.sha256(inputs[name]).digest())
+    return h.hexdigest()[:16]
+
+
+# ---------------------------------------------------------------- helpers
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _step(name: str):
+    class _Timer:
+        def __enter__(self):
+            self.t = time.monotonic()
+            log.info("testimage: %s ...", name)
+            return self
+
+        def __exit__(self, *exc):
+            if not exc[0]:
+                log.info("testimage: %s done in %.1fs", name, time.monotonic() - self.t)
+
+    return _Timer()
+
+
+def _uuid(key: str, name: str) -> str:
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"edgecontainers-testimage:{key}:{name}"))
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def check_host() -> list[str]:
+    """What is missing on this host to build and boot test images (empty: all there)."""
+    missing = [
+        p
+        for p in ("mmdebstrap", "mkfs.ext4", "e2fsck", "mkfs.vfat", "mcopy", "mmd", "sfdisk", "qemu-img",
+                  "qemu-system-x86_64", "zstd", "ssh", "ssh-keygen", "apt-get", "dpkg-deb")
+        if not shutil.which(p)
+    ]  # fmt: skip
+    if os.geteuid() != 0:
+        missing.append("root (file ownership in the image, chroot)")
+    if not Path(KEYRING).is_file():
+        missing.append(KEYRING)
+    return missing
+
+
+# ---------------------------------------------------------------- builder
+class Builder:
+    def __init__(self, cache: Path | None = None) -> None:
+        self.cache = cache or cache_root()
+
+    # ---- keys the image trusts (generated once into the cache, never in the checkout)
+    @property
+    def ssh_key(self) -> Path:
+        from ..qemu.ssh import make_key
+
+        return make_key(self.cache / "keys" / "ssh" / "id_ed25519")
+
+    @property
+    def rauc_key_dir(self) -> Path:
+        from .. import pki
+
+        key_dir = self.cache / "keys" / "rauc"
+        if not (key_dir / pki.CA_CERT).is_file():
+            pki.init(key_dir)
+        return key_dir
+
+    def layer_for(self, spec: ImageSpec) -> Layer:
+        return Layer(
+            spec.machine,
+            spec.engine,
+            spec.dev,
+            path=spec.layer,
+            ssh_authorized_keys="" if spec.dev else str(self.ssh_key.with_suffix(".pub")),
+            key_dir=str(self.rauc_key_dir),
+        )
+
+    # ---- the public entry point
+    def build(self, spec: ImageSpec, *, force: bool = False) -> TestImage:
+        if spec.variant not in VARIANTS:
+            raise ConfigError(f"unknown variant '{spec.variant}'; valid: {', '.join(VARIANTS)}")
+        missing = check_host()
+        if missing:
+            raise ConfigError(
+                "cannot build the test image here; missing: " + ", ".join(missing),
+                hint="see docs/testing.md for the packages to install",
+            )
+        layer = self.layer_for(spec)
+        comp = compose(layer)
+        inputs = self._inputs(comp, spec)
+        key = image_key(comp, spec, inputs)
+        final = self.cache / "images" / f"{spec.name}-{key}"
+        with _locked(self.cache / "locks" / f"{final.name}.lock"):
+            if (final / "done").is_file() and not force:
+                log.info("testimage: using cached %s", final)
+                return TestImage(final, spec)
+            if final.exists():
+                shutil.rmtree(final)
+            work = final.with_name(final.name + ".partial")
+            if work.exists():
+                shutil.rmtree(work)
+            work.mkdir(parents=True)
+            started = time.monotonic()
+            try:
+                self._build(comp, spec, key, work)
+            except BaseException:
+                log.error("testimage: build failed; the partial result stays in %s", work)
+                raise
+            (work / "build-seconds").write_text(f"{time.monotonic() - started:.1f}\n")
+            (work / "done").write_text(key + "\n")
+            work.rename(final)
+        return TestImage(final, spec)
+
+    def _inputs(self, comp: Composition, spec: ImageSpec) -> dict[str, bytes]:
+        """Every layer input of the image, by a stable name (for the cache key)."""
+        layer = comp.layer
+        inputs: dict[str, bytes] = {}
+        for rec in comp.recipes:
+            for entry in rec.edge_files():
+                inputs[f"{rec.name}:{entry.dest}:{entry.mode:o}"] = rec.render(entry)
+            inputs[f"{rec.name}:dirs"] = " ".join(rec.edge_dirs()).encode()
+            inputs[f"{rec.name}:services"] = " ".join(rec.systemd_services()).encode()
+        for path in sorted(layer.path.rglob("*")):
+            if path.is_file() and (path.suffix in (".bb", ".bbappend", ".inc", ".conf", ".bbclass", ".wks")
+                                   or "files" in path.parts):  # fmt: skip
+                inputs[f"layer:{path.relative_to(layer.path)}"] = path.read_bytes()
+        inputs["ssh.pub"] = self.ssh_key.with_suffix(".pub").read_bytes()
+        inputs["rauc-ca"] = (self.rauc_key_dir / "ca.cert.pem").read_bytes()
+        return inputs
+
+    def _build(self, comp: Composition, spec: ImageSpec, key: str, work: Path) -> None:
+        layer = comp.layer
+        facts = machine_facts(spec.machine)
+        if facts.debian_arch != "amd64":
+            raise ConfigError(
+                f"test images for {spec.machine} are not supported on this host yet "
+                "(an arm64 root filesystem needs qemu-user-static and binfmt_misc); see docs/testing.md"
+            )
+        base = self.base_tarball(comp.debian, facts.debian_arch)
+        rootfs = work / "rootfs"
+        with _step("unpacking the Debian base"):
+            rootfs.mkdir()
+            run(["tar", "--numeric-owner", "-xpf", base, "-C", rootfs], capture=True)
+        ctx = BuildContext(spec, layer, rootfs, work)
+        boot = rootfs / "boot"
+        ctx.kernel_file = next(iter(sorted(boot.glob("vmlinuz-*"))))
+        ctx.initrd_file = next(iter(sorted(boot.glob("initrd.img-*"))))
+        manifest: dict = {"layer": {}, "layer_dirs": {}, "image_steps": {}, "plumbing": {}, "notes": comp.notes}
+        with _step("installing the layer's on-target files"):
+            self._install_layer(ctx, comp, manifest)
+        with _step("plumbing"):
+            self._plumbing(ctx, manifest)
+        (work / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True))
+        artifacts = work
+        with _step("kernel for direct boot"):
+            shutil.copyfile(ctx.initrd_file, artifacts / "initrd.img")
+            extract_vmlinux(ctx.kernel_file, artifacts / "vmlinux")
+        if layer.settings.get("EDGECONTAINERS_BOOTLOADER") == "grub":
+            with _step("GRUB EFI binary"):
+                self._grub_efi(ctx, artifacts / "bootx64.efi")
+        wks = layer.wks()
+        slot = wks.part("rootfsA")
+        with _step("rootfsA ext4"):
+            ext4 = artifacts / "rootfs.ext4"
+            run(["truncate", "-s", f"{slot.size_mib}M", ext4])
+            run(["mkfs.ext4", "-q", "-F", "-L", slot.label or "rootfs", "-U", _uuid(key, "fs-rootfsA"),
+                 "-E", f"hash_seed={_uuid(key, 'hash')}", "-d", rootfs, ext4], capture=True)  # fmt: skip
+        with _step("preloading the app's container image"):
+            changes = self._preload(ctx, comp, artifacts)
+        manifest["preload_changes"] = changes
+        (work / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True))
+        with _step("disk image"):
+            partuuids = self._disk(ctx, key, artifacts)
+        self._write_metadata(ctx, comp, key, artifacts, partuuids)
+
+    # ---------------------------------------------------------------- base
+    def base_tarball(self, debian: list[str], arch: str) -> Path:
+        key = base_key(debian, arch)
+        out = self.cache / "base" / f"{SUITE}-{arch}-{key}.tar"
+        with _locked(self.cache / "locks" / f"base-{key}.lock"):
+            if out.is_file():
+                return out
+            out.parent.mkdir(parents=True, exist_ok=True)
+            tmp = out.with_suffix(".partial.tar")
+            overlay = out.with_suffix(".overlay")
+            shutil.rmtree(overlay, ignore_errors=True)
+            (overlay / "etc/initramfs-tools/conf.d").mkdir(parents=True)
+            (overlay / "usr/share/initramfs-tools/modules.d").mkdir(parents=True)
+            (overlay / "etc/initramfs-tools/conf.d/edgecontainers-testimage.conf").write_text(
+                "# edgecontainers test image: only what finds the root filesystem\nMODULES=list\nCOMPRESS=gzip\n"
+            )
+            (overlay / "usr/share/initramfs-tools/modules.d/edgecontainers-testimage").write_text(
+                "\n".join(INITRAMFS_MODULES) + "\n"
+            )
+            dpkg_cfg = out.with_suffix(".dpkg.cfg")
+            dpkg_cfg.write_text("\n".join(DPKG_EXCLUDES) + "\n")
+            cmd = [
+                require("mmdebstrap"), "--mode=unshare", "--variant=minbase", f"--architectures={arch}",
+                f"--keyring={KEYRING}", f"--dpkgopt={dpkg_cfg}", "--aptopt=Acquire::Retries \"3\"",
+                f"--include={','.join(debian)}",
+                f"--setup-hook=sync-in {overlay} /",
+                "--customize-hook=rm -rf \"$1\"/var/cache/apt/* \"$1\"/var/lib/apt/lists/*",
+                SUITE, str(tmp), MIRROR,
+            ]  # fmt: skip
+            with _step(f"mmdebstrap {SUITE} ({len(debian)} packages)"):
+                proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+                (out.with_suffix(".log")).write_text(proc.stdout + proc.stderr)
+                if proc.returncode != 0:
+                    raise CommandFailed(cmd, proc.returncode, output=proc.stdout + proc.stderr)
+            tmp.rename(out)
+            shutil.rmtree(overlay, ignore_errors=True)
+            return out
+
+    # ---------------------------------------------------------------- layer
+    def _install_layer(self, ctx: BuildContext, comp: Composition, manifest: dict) -> None:
+        root = ctx.rootfs
+        services: list[str] = []
+        for rec in comp.recipes:
+            for d in rec.edge_dirs():
+                (root / d.lstrip("/")).mkdir(parents=True, exist_ok=True)
+                manifest["layer_dirs"][d] = rec.name
+            for entry in rec.edge_files():
+                data = rec.render(entry)
+                dest = root / entry.dest.lstrip("/")
+                _write(dest, data, entry.mode)
+                manifest["layer"][entry.dest] = {
+                    "recipe": rec.name,
+                    "source": str(entry.path.relative_to(ctx.layer.path)),
+                    "sha256": hashlib.sha256(data).hexdigest(),
+                    "mode": f"{entry.mode:04o}",
+                }
+            services += rec.systemd_services()
+        self._image_recipe_steps(ctx, manifest)
+        if services:
+            _chroot(root, "systemctl", "enable", *services)
+        manifest["services"] = services
+        # The layer's preset files: oe-core applies presets (systemctl preset-all) when it
+        # creates the rootfs.  Debian's units are enabled by their postinst instead, so
+        # only the layer's own preset lines are applied here.
+        presets: list[str] = []
+        for dest in sorted(manifest["layer"]):
+            if dest.startswith("/usr/lib/systemd/system-preset/") and dest.endswith(".preset"):
+                for line in (root / dest.lstrip("/")).read_text().splitlines():
+                    words = line.split()
+                    if len(words) == 2 and words[0] in ("enable", "disable"):
+                        # preset-all only touches installed units (no podman timer with docker)
+                        if not any(
+                            (root / d / words[1]).exists() for d in ("usr/lib/systemd/system", "etc/systemd/system")
+                        ):
+                            continue
+                        _chroot(root, "systemctl", words[0], words[1])
+                        presets.append(line.strip())
+        manifest["presets"] = presets
+
+    def _image_recipe_steps(self, ctx: BuildContext, manifest: dict) -> None:
+        """The shell steps of the layer's image and rauc-conf recipes, done here."""
+        root = ctx.rootfs
+        layer = ctx.layer
+        steps = manifest["image_steps"]
+        # rauc-conf-edgecontainers.inc do_install: the keyring from RAUC_KEYRING_FILE
+        keyring = layer.settings.get("RAUC_KEYRING_FILE") or ""
+        if keyring:
+            data = Path(keyring).read_bytes()
+            _write(root / "usr/lib/rauc/ca.cert.pem", data, 0o644)
+            steps["/usr/lib/rauc/ca.cert.pem"] = {
+                "step": "rauc-conf-edgecontainers.inc do_install (RAUC_KEYRING_FILE, a test CA)",
+                "sha256": hashlib.sha256(data).hexdigest(),
+            }
+        image = layer.image_recipe()
+        text = image.bb.read_text() if image.bb else ""
+        if ctx.dev:
+            # edgecontainers-image-dev.bb edgecontainers_dev_ssh_policy: drop the production policy lines
+            body = _shell_function(text, "edgecontainers_dev_ssh_policy")
+            patterns = re.findall(r"-e '/\^([A-Za-z]+)/d'", body)
+            if not patterns:
+                raise ConfigError("edgecontainers_dev_ssh_policy: cannot read its sed expressions")
+            conf = root / "etc/ssh/sshd_config.d/50-edgecontainers.conf"
+            if conf.is_file():
+                kept = [ln for ln in conf.read_text().splitlines(keepends=True)
+                        if not any(ln.startswith(p) for p in patterns)]  # fmt: skip
+                data = "".join(kept).encode()
+                _write(conf, data, 0o600)
+                steps["/etc/ssh/sshd_config.d/50-edgecontainers.conf"] = {
+                    "step": f"edgecontainers_dev_ssh_policy (drops {', '.join(patterns)})",
+                    "sha256": hashlib.sha256(data).hexdigest(),
+                }
+        else:
+            # edgecontainers-image.bb edgecontainers_authorized_keys
+            if "edgecontainers_authorized_keys" not in text:
+                raise ConfigError("edgecontainers-image.bb has no edgecontainers_authorized_keys step any more")
+            keys = layer.settings.get("EDGECONTAINERS_SSH_AUTHORIZED_KEYS") or ""
+            if keys:
+                (root / "root/.ssh").mkdir(mode=0o700, exist_ok=True)
+                data = Path(keys).read_bytes()
+                _write(root / "root/.ssh/authorized_keys", data, 0o600)
+                steps["/root/.ssh/authorized_keys"] = {
+                    "step": "edgecontainers_authorized_keys (EDGECONTAINERS_SSH_AUTHORIZED_KEYS = the harness's "
+                    "throwaway key)",
+                    "sha256": hashlib.sha256(data).hexdigest(),
+                }
+
+    # ---------------------------------------------------------------- plumbing
+    def _plumbing(self, ctx: BuildContext, manifest: dict) -> None:
+        root = ctx.rootfs
+        enable: set[str] = set()
+        for item in PLUMBING:
+            if not item.when(ctx):
+                continue
+            target = root / item.path.lstrip("/")
+            content = item.content(ctx) if callable(item.content) else item.content
+            if item.kind in ("file", "modify"):
+                if content is None:
+                    continue
+                _write(target, content.encode(), item.mode if item.kind == "file" else target.stat().st_mode & 0o7777)
+            elif item.kind == "symlink":
+                if target.is_dir() and not target.is_symlink():
+                    shutil.rmtree(target)
+                elif target.exists() or target.is_symlink():
+                    target.unlink()
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.symlink_to(str(content))
+            elif item.kind == "dir":
+                target.mkdir(parents=True, exist_ok=True)
+            elif item.kind == "remove":
+                for p in target.parent.glob(target.name):
+                    p.unlink()
+            elif item.kind == "enable":
+                enable.add(str(content))
+            elif item.kind == "base" and not target.is_file():
+                raise EdgeError(f"plumbing {item.path} missing from the base root filesystem")
+            manifest["plumbing"][item.path] = item.reason
+        if enable:
+            _chroot(root, "systemctl", "enable", *sorted(enable))
+
+    # ---------------------------------------------------------------- GRUB
+    def _grub_efi(self, ctx: BuildContext, out: Path) -> None:
+        modules = OE_GRUB_BUILDIN.split() + (ctx.layer.settings.get("GRUB_BUILDIN") or "").split()
+        tmp = ctx.rootfs / "tmp"
+        (tmp / "edgecontainers-early.cfg").write_text(GRUB_EARLY_CFG)
+        try:
+            _chroot(ctx.rootfs, "grub-mkimage", "-O", "x86_64-efi", "-p", "/EFI/BOOT",
+                    "-c", "/tmp/edgecontainers-early.cfg", "-o", "/tmp/bootx64.efi", *modules)  # fmt: skip
+            shutil.move(tmp / "bootx64.efi", out)
+        finally:
+            (tmp / "edgecontainers-early.cfg").unlink(missing_ok=True)
+            (tmp / "bootx64.efi").unlink(missing_ok=True)
+
+    # ---------------------------------------------------------------- preload
+    def app_archive(self, ctx: BuildContext) -> bytes:
+        """The demo app's OCI image as a docker archive (see oci.py)."""
+        layer = ctx.layer
+        engine = ctx.spec.engine
+        apps = (layer.image_recipe().get("EDGECONTAINERS_APPS") or "").split()
+        archives = []
+        for app in apps:
+            container = layer.recipe(f"{app}-container")
+            app_recipe = layer.recipe(container.get("CONTAINER_APP"))
+            files = [ImageFile(e.dest, app_recipe.render(e), e.mode) for e in app_recipe.edge_files()]
+            cmd = container.get("CONTAINER_APP_CMD").split()
+            ports = container.words("OCI_IMAGE_PORTS")
+            uid = container.get("OCI_IMAGE_RUNTIME_UID") or "0"
+            tag = APP_TAG[engine].format(name=container.name)
+            version = container.get("OCI_IMAGE_TAG") or "latest"
+            tag = tag.rsplit(":", 1)[0] + ":" + version
+            archives.append(
+                docker_archive(
+                    tag=tag,
+                    busybox=self.busybox(ctx.facts.debian_arch),
+                    files=files,
+                    cmd=cmd,
+                    user=uid,
+                    ports=ports,
+                    architecture=ctx.facts.debian_arch,
+                )
+            )
+        if len(archives) != 1:
+            raise ConfigError(f"the test image supports exactly one app (EDGECONTAINERS_APPS = {' '.join(apps)})")
+        return archives[0]
+
+    def busybox(self, arch: str) -> bytes:
+        """/bin/busybox of Debian's busybox-static (downloaded once with apt-get)."""
+        debs = self.cache / "debs"
+        found = sorted(debs.glob(f"busybox-static_*_{arch}.deb"))
+        if not found:
+            self._apt_download(["busybox-static"], debs, arch)
+            found = sorted(debs.glob(f"busybox-static_*_{arch}.deb"))
+        proc = subprocess.run(["dpkg-deb", "--fsys-tarfile", str(found[-1])], capture_output=True, check=True)
+        import io
+
+        with tarfile.open(fileobj=io.BytesIO(proc.stdout)) as tar:
+            for member in tar.getmembers():
+                if member.name.lstrip("./") in ("bin/busybox", "usr/bin/busybox") and member.isfile():
+                    f = tar.extractfile(member)
+                    assert f is not None
+                    return f.read()
+        raise EdgeError(f"{found[-1]} has no bin/busybox")
+
+    def _apt_download(self, packages: list[str], dest: Path, arch: str) -> None:
+        apt = self.cache / "apt"
+        for sub in ("lists/partial", "cache/archives/partial", "etc"):
+            (apt / sub).mkdir(parents=True, exist_ok=True)
+        (apt / "etc/sources.list").write_text(f"deb [signed-by={KEYRING}] {MIRROR} {SUITE} main\n")
+        conf = apt / "apt.conf"
+        conf.write_text(
+            f'Dir::Etc::SourceList "{apt}/etc/sources.list";\nDir::Etc::SourceParts "/nonexistent";\n'
+            f'Dir::State::Lists "{apt}/lists";\nDir::Cache "{apt}/cache";\nDir::State::status "/dev/null";\n'
+            f'APT::Architecture "{arch}";\nAPT::Architectures "{arch}";\n'
+        )
+        env = {**os.environ, "APT_CONFIG": str(conf)}
+        run(["apt-get", "-q", "update"], env=env, capture=True)
+        dest.mkdir(parents=True, exist_ok=True)
+        run(["apt-get", "-q", "download", *packages], env=env, cwd=dest, capture=True)
+
+    def _preload(self, ctx: BuildContext, comp: Composition, artifacts: Path) -> list[str]:
+        """Boot the new rootfs once (init=/bin/sh, read-write) and load the app image into
+        the engine's store, then run the layer's relocation step; returns the paths the
+        boot changed (only the stores may change)."""
+        from ..qemu.console import Console, _Tee
+        from ..qemu.vm import Drive, QemuVM, VMConfig
+
+        image_inc = next(iter(sorted(ctx.layer.path.glob("recipes-core/images/edgecontainers-image.inc"))))
+        body = _shell_function(image_inc.read_text(), "edgecontainers_relocate_preloaded_images")
+        values = {**OE_PATHS, "IMAGE_ROOTFS": ""}
+        script = re.sub(r"\$\{([A-Za-z_]+)\}", lambda m: values.get(m.group(1), m.group(0)), body)
+        if "${" in script:
+            raise ConfigError(f"edgecontainers_relocate_preloaded_images uses unknown variables: {script}")
+        payload = artifacts / "preload.tar"
+        import io
+
+        archive = self.app_archive(ctx)
+        with tarfile.open(payload, "w") as tar:
+            for name, data in (("app.tar", archive), ("relocate.sh", ("set -e\n" + script + "\n").encode())):
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+        cfg = VMConfig(
+            arch="x86_64", machine="q35", cpu="max", memory_mib=1024, smp=2,
+            kernel=artifacts / "vmlinux", initrd=artifacts / "initrd.img",
+            append="root=/dev/vda rw rootfstype=ext4 console=ttyS0,115200 init=/bin/sh panic=-1 quiet",
+            drives=[Drive(artifacts / "rootfs.ext4"), Drive(payload, readonly=True)], no_reboot=True,
+        )  # fmt: skip
+        tee = _Tee(artifacts / "preload-console.log")
+        engine = ctx.spec.engine
+        with QemuVM(cfg, workdir=artifacts / "preload-vm") as vm:
+            console = Console(vm.spawn(logfile=tee), tee)
+            console.expect([r"[#$] $"], 300, "preload: shell of init=/bin/sh")
+            console.setup_shell()
+            for cmd in (
+                "export HOME=/root PATH=/usr/sbin:/usr/bin:/sbin:/bin",
+                "mount -t proc proc /proc; mount -t sysfs sysfs /sys; mount -t tmpfs tmpfs /run",
+                "mount -t tmpfs tmpfs /tmp; mount -t cgroup2 cgroup2 /sys/fs/cgroup",
+                "mkdir -p /dev/shm /dev/pts; mount -t tmpfs tmpfs /dev/shm; mount -t devpts devpts /dev/pts",
+                "mount -t tmpfs tmpfs /var/volatile; mkdir -p /var/volatile/tmp /var/volatile/log",
+                "touch /tmp/.stamp; sleep 1; tar -xf /dev/vdb -C /tmp",
+            ):
+                console.run(cmd, timeout=60, check=True)
+            if engine == "podman":
+                console.run("podman --events-backend=none --cgroup-manager=cgroupfs load -i /tmp/app.tar",
+                            timeout=600, check=True)  # fmt: skip
+                images = console.run("podman images --format '{{.Repository}}:{{.Tag}}'", timeout=120, check=True)
+            else:
+                console.run("(dockerd --iptables=false --ip6tables=false --bridge=none >/tmp/dockerd.log 2>&1 &)",
+                            timeout=30, check=True)  # fmt: skip
+                console.run("for i in $(seq 120); do docker info >/dev/null 2>&1 && break; sleep 1; done; "
+                            "docker info >/dev/null || { tail -20 /tmp/dockerd.log; false; }", timeout=180,
+                            check=True)  # fmt: skip
+                console.run("docker load -i /tmp/app.tar", timeout=600, check=True)
+                images = console.run("docker images --format '{{.Repository}}:{{.Tag}}'", timeout=120, check=True)
+                console.run("kill $(cat /run/docker.pid); for i in $(seq 60); do [ -e /run/docker.pid ] || break; "
+                            "sleep 1; done; sleep 2", timeout=120, check=True)  # fmt: skip
+            (artifacts / "preloaded-images.txt").write_text(images.output)
+            # Only the store goes into the image (meta-virtualization copies just the store
+            # out of its helper VM); podman's blob-info cache is a by-product of loading.
+            console.run("rm -rf /var/lib/containers/cache", timeout=60, check=True)
+            console.run("sh /tmp/relocate.sh", timeout=300, check=True)
+            changed = console.run("find / -xdev -newer /tmp/.stamp ! -type d | sort", timeout=300, check=True).output
+            console.run("sync; mount -o remount,ro / || true; sync", timeout=120)
+            console.sendline("echo o > /proc/sysrq-trigger")
+            if not vm.wait_exit(120):
+                raise EdgeError("preload VM did not power off")
+        tee.close()
+        shutil.rmtree(artifacts / "preload-vm", ignore_errors=True)
+        payload.unlink()
+        proc = run(["e2fsck", "-fy", artifacts / "rootfs.ext4"], check=False, capture=True)
+        if proc.returncode not in (0, 1):
+            raise CommandFailed(["e2fsck", "-fy", "rootfs.ext4"], proc.returncode, output=proc.stdout)
+        return [p for p in changed.splitlines() if p.strip()]
+
+    # ---------------------------------------------------------------- disk
+    def _disk(self, ctx: BuildContext, key: str, artifacts: Path) -> dict[str, str]:
+        wks = ctx.layer.wks()
+        if wks.ptable != "gpt":
+            raise ConfigError(f"{wks.path.name}: only GPT layouts are built here")
+        parts = []
+        for part in wks.parts:
+            img = artifacts / f"part-{part.part_name}.img"
+            if part.source == "rootfs":
+                img = artifacts / "rootfs.ext4"
+            elif part.fstype == "vfat":
+                self._esp(ctx, part, img)
+            elif part.fstype == "ext4":
+                run(["truncate", "-s", f"{part.size_mib}M", img])
+                run(["mkfs.ext4", "-q", "-F", "-L", part.label or "", "-U", _uuid(key, f"fs-{part.part_name}"), img],
+                    capture=True)  # fmt: skip
+            else:
+                raise ConfigError(f"{wks.path.name}: unsupported fstype '{part.fstype}'")
+            parts.append((part, img))
+        disk = artifacts / "disk.img"
+        lines = ["label: gpt", f"label-id: {_uuid(key, 'disk')}", "unit: sectors", ""]
+        offsets = []
+        start_kib = 0
+        for part, img in parts:
+            align = max(part.align_kib, 1)
+            start_kib = -(-max(start_kib, 1024) // align) * align
+            size_kib = part.size_mib * 1024
+            if img.stat().st_size > size_kib * 1024:
+                raise EdgeError(f"{img.name} is bigger than its partition ({part.size_mib} MiB)")
+            ptype = part.part_type or GPT_LINUX_FS
+            attrs = ', attrs="LegacyBIOSBootable"' if part.active else ""
+            puuid = _uuid(key, f"part-{part.part_name}")
+            lines.append(f'start={start_kib * 2}, size={size_kib * 2}, type={ptype}, uuid={puuid}, '
+                         f'name="{part.part_name}"{attrs}')  # fmt: skip
+            offsets.append((img, start_kib))
+            start_kib += size_kib
+        total = (start_kib + 1024) * 1024
+        run(["truncate", "-s", str(total), disk])
+        run(["sfdisk", "--quiet", "--no-reread", "--no-tell-kernel", disk], input="\n".join(lines) + "\n", capture=True)
+        for img, start in offsets:
+            run(["dd", f"if={img}", f"of={disk}", "bs=1M", f"seek={start // 1024}", "conv=notrunc,sparse",
+                 "status=none"])  # fmt: skip
+            if img.name.startswith("part-"):
+                img.unlink()
+        from ..qemu.session import read_partuuids
+
+        return read_partuuids(disk)
+
+    def _esp(self, ctx: BuildContext, part, img: Path) -> None:
+        grub = ctx.layer.recipe("edgecontainers-grub-cfg")
+        grub_cfg = grub.render(grub.find("grub.cfg.in"))
+        # edgecontainers-grub-cfg do_compile: a 1024-byte environment block padded with '#'
+        block = "# GRUB Environment Block\n" + grub.find("grubenv.vars").read_text()
+        if len(block) > 1024:
+            raise ConfigError("grubenv.vars does not fit in a 1024-byte GRUB environment block")
+        grubenv = (block + "#" * (1024 - len(block))).encode()
+        run(["mkfs.vfat", "-C", "-n", part.label or "", img, str(part.size_mib * 1024)], capture=True)
+        files = {
+            "EFI/BOOT/bootx64.efi": (ctx.workdir / "bootx64.efi").read_bytes(),
+            "EFI/BOOT/grub.cfg": grub_cfg,
+            "EFI/BOOT/grubenv": grubenv,
+        }
+        run(["mmd", "-i", img, "::/EFI", "::/EFI/BOOT"])
+        staging = ctx.workdir / "esp"
+        staging.mkdir(exist_ok=True)
+        for name, data in files.items():
+            local = staging / Path(name).name
+            local.write_bytes(data)
+            run(["mcopy", "-i", img, local, f"::/{name}"])
+        (ctx.workdir / "esp-files.json").write_text(
+            json.dumps({name: hashlib.sha256(data).hexdigest() for name, data in files.items()}, indent=1)
+        )
+        shutil.rmtree(staging)
+
+    # ---------------------------------------------------------------- metadata
+    def _write_metadata(self, ctx: BuildContext, comp: Composition, key: str, artifacts: Path,
+                        partuuids: dict[str, str]) -> None:  # fmt: skip
+        from ..qemu.qemuboot import write_qemuboot
+
+        spec = ctx.spec
+        settings = ctx.layer.settings
+        meta = {
+            "key": key,
+            "name": spec.name,
+            "machine": spec.machine,
+            "engine": spec.engine,
+            "variant": spec.variant,
+            "tag": spec.tag,
+            "layer": str(ctx.layer.path),
+            "suite": SUITE,
+            "debian_packages": comp.debian,
+            "recipes": [r.name for r in comp.recipes],
+            "features": comp.features,
+            "partuuids": partuuids,
+            "kernel": ctx.kernel_file.name,
+            "kernel_args": settings["EDGECONTAINERS_KERNEL_ARGS"],
+            "ssh_key": "" if spec.dev else str(self.ssh_key),
+            "rauc_key_dir": str(self.rauc_key_dir),
+            "built": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        }
+        (artifacts / "metadata.json").write_text(json.dumps(meta, indent=1))
+        final_dir = self.cache / "images" / artifacts.name.removesuffix(".partial")
+        values = {
+            "deploy_dir_image": str(final_dir),
+            "image_link_name": spec.name,
+            "machine": spec.machine,
+            "qb_system_name": "qemu-system-x86_64",
+            "qb_machine": "-machine q35",
+            "qb_cpu": "-cpu max",
+            "qb_mem": "-m 1024",
+            "qb_default_fstype": "img",
+            "disk_image": "disk.img",
+            # not runqemu's: what the harness needs to know about the Debian test image
+            "edge_variant": spec.variant,
+            "edge_engine": spec.engine,
+            "edge_ssh_key": meta["ssh_key"],
+            "edge_direct_kernel": "vmlinux",
+            "edge_direct_initrd": "initrd.img",
+            "edge_kernel_args": meta["kernel_args"],
+            "edge_partuuids": json.dumps(partuuids),
+        }
+        write_qemuboot(artifacts / f"{spec.name}.qemuboot.conf", values)
+
+
+# ---------------------------------------------------------------- small helpers
+def _write(path: Path, data: bytes, mode: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_symlink() or path.exists():
+        path.unlink()
+    path.write_bytes(data)
+    os.chown(path, 0, 0)
+    path.chmod(mode)
+
+
+def _chroot(root: Path, *cmd: str) -> None:
+    run(["chroot", root, *cmd], capture=True, env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"})
+
+
+def _shell_function(text: str, name: str) -> str:
+    m = re.search(rf"^{re.escape(name)}\(\)\s*\{{\n(.*?)\n\}}", text, re.M | re.S)
+    if not m:
+        raise ConfigError(f"shell function {name}() not found in the layer")
+    return m.group(1)
+
+
+def extract_vmlinux(vmlinuz: Path, out: Path) -> None:
+    """The uncompressed kernel (ELF with a PVH entry) out of a compressed bzImage:
+    direct boot skips the decompressor, which is slow under TCG."""
+    data = vmlinuz.read_bytes()
+    magics = {b"\x28\xb5\x2f\xfd": ["zstd", "-dc"], b"\xfd7zXZ\x00": ["xz", "-dc"], b"\x1f\x8b\x08": ["gzip", "-dc"]}
+    for magic, cmd in magics.items():
+        offset = data.find(magic)
+        while offset >= 0:
+            proc = subprocess.run(cmd, input=data[offset:], capture_output=True, check=False)
+            if proc.stdout[:4] == b"\x7fELF":
+                out.write_bytes(proc.stdout)
+                return
+            offset = data.find(magic, offset + 1)
+    raise EdgeError(f"cannot find the compressed kernel inside {vmlinuz}")
