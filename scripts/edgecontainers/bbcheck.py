@@ -67,6 +67,21 @@ MIRRORS = ""
 _INTERESTING = re.compile(r"ERROR|Nothing (R)?PROVIDES|is not supported|No recipes|ParseError|not found|failed")
 
 
+def _interesting_lines(out: str) -> list[str]:
+    """Error lines of BitBake output, with the indented lines that continue them."""
+    keep: list[str] = []
+    following = False
+    for line in out.splitlines():
+        if _INTERESTING.search(line):
+            keep.append(line)
+            following = True
+        elif following and line.startswith((" ", "\t")):
+            keep.append(line)
+        else:
+            following = False
+    return keep
+
+
 @dataclass(frozen=True)
 class Config:
     machine: str
@@ -321,7 +336,7 @@ class Checker:
             out += f"\n[bbcheck] timed out after {self.timeout}s\n"
         seconds = time.monotonic() - start
         logf.write_text(out)
-        detail = "\n".join(line for line in out.splitlines() if _INTERESTING.search(line))[-3000:]
+        detail = "\n".join(_interesting_lines(out))[-3000:]
         # Warnings fail the step too: they are how BitBake reports most
         # configuration mistakes that still let it go on.
         warnings = [line for line in out.splitlines() if line.startswith("WARNING:")]

@@ -81,7 +81,8 @@ DEBIAN_PACKAGES: dict[str, tuple[str, ...]] = {
     "aardvark-dns": ("aardvark-dns",),
     "conmon": ("conmon",),
     "container-host-config": (),  # Debian's podman brings containers-common; the file is the layer's
-    "docker-moby": ("docker.io",),
+    # moby's recipe builds the CLI too; Debian packages it separately
+    "docker-moby": ("docker.io", "docker-cli"),
     "docker-compose": ("docker-compose",),
     "coreutils": ("coreutils",),
     "util-linux-logger": ("bsdutils",),
@@ -532,7 +533,15 @@ class Builder:
             (work / "build-seconds").write_text(f"{time.monotonic() - started:.1f}\n")
             (work / "done").write_text(key + "\n")
             work.rename(final)
+        self._prune(final)
         return TestImage(final, spec)
+
+    def _prune(self, keep: Path) -> None:
+        """Drop older builds of the same image (other keys); they are never used again."""
+        name = keep.name.rsplit("-", 1)[0]
+        for old in keep.parent.glob(f"{name}-*"):
+            if old != keep and old.name.rsplit("-", 1)[0] == name and not old.name.endswith(".partial"):
+                shutil.rmtree(old, ignore_errors=True)
 
     def _inputs(self, comp: Composition, spec: ImageSpec) -> dict[str, bytes]:
         """Every layer input of the image, by a stable name (for the cache key)."""
