@@ -33,6 +33,11 @@ from .ssh import SSH
 from .vm import Drive, GuestError, QemuVM, StepTimeout, UserNet, VMConfig, free_port, host_ovmf, qemu_img_overlay
 
 GUEST_APP_PORT = 8080  # the demo app's published port
+# Direct boot has no EFI firmware, so systemd's gpt-auto-generator would look for
+# the ESP itself and automount it at /efi (a failed unit on the read-only root).
+# On the device GRUB boots through EFI and it does not; the layer mounts the ESP
+# at /boot/firmware with its own units.
+DIRECT_BOOT_ARGS = "systemd.gpt_auto=0"
 
 
 @dataclass
@@ -212,7 +217,9 @@ class Session:
         elif self.boot == "direct":
             cfg.kernel = t.kernel
             cfg.initrd = t.initrd
-            cfg.append = " ".join(p for p in (self.root_args(), t.kernel_args, self.extra_append) if p)
+            cfg.append = " ".join(
+                p for p in (self.root_args(), t.kernel_args, DIRECT_BOOT_ARGS, self.extra_append) if p
+            )
         hostfwd = [(self.app_port, GUEST_APP_PORT)]
         if t.ssh_key is not None:
             hostfwd.insert(0, (self.ssh_port, 22))

@@ -1,0 +1,247 @@
+"""QEMU system tests: which images to boot, how, and the artifacts they leave.
+
+By default the suite builds (or takes from the cache) the Debian-based test
+images that carry the layer's on-target files (edgecontainers.testimage) and
+boots them three times:
+
+  podman-production-grub   OVMF -> GRUB -> the layer's grub.cfg (SSH-driven)
+  podman-dev-direct        direct kernel boot, serial console login
+  docker-production-direct direct kernel boot, docker engine (SSH-driven)
+
+With ``--image``/``--deploy-dir`` it boots a kas-built image instead (the
+qemuboot.conf next to it says how).  Options (put ``tests/system`` on the
+command line so pytest reads them):
+
+  --image PATH        a .qemuboot.conf or disk image of a kas build
+  --deploy-dir DIR    the kas deploy directory (tmp/deploy/images/MACHINE)
+  --machine M         qemux86-64 (default)
+  --engine E          podman or docker (default: both / from the image)
+  --variant V         production or dev (default: both / from the image name)
+  --boot B            grub, uboot or direct (default: per boot above / the image's bootloader)
+  --ssh-key KEY       private key whose public half the production image trusts
+                      (EDGECONTAINERS_SSH_AUTHORIZED_KEYS of the kas build)
+
+Artifacts: console logs in build/test-results/console/ (one per boot and one
+per test); JUnit XML where --junitxml says (scripts/run-tests: build/test-results).
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from edgecontainers.qemu.qemuboot import find_qemuboot
+from edgecontainers.qemu.session import BootTarget, Session
+from edgecontainers.testimage.builder import Builder, ImageSpec, TestImage, check_host
+from edgecontainers.testimage.layer import Layer
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from checks import Expected
+
+REPO = Path(__file__).resolve().parents[2]
+RESULTS = REPO / "build" / "test-results"
+CONSOLE_DIR = RESULTS / "console"
+BOOT_TIMEOUT = 900
+
+
+@dataclass(frozen=True)
+class BootPlan:
+    engine: str
+    variant: str
+    boot: str
+
+    @property
+    def id(self) -> str:
+        return f"{self.engine}-{self.variant}-{self.boot}"
+
+
+DEFAULT_PLANS = (
+    BootPlan("podman", "production", "grub"),
+    BootPlan("podman", "dev", "direct"),
+    BootPlan("docker", "production", "direct"),
+)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    g = parser.getgroup("edgecontainers", "edgecontainers QEMU system tests")
+    g.addoption("--image", help="a kas-built image: .qemuboot.conf or disk image (default: the Debian test images)")
+    g.addoption("--deploy-dir", type=Path, help="kas deploy directory to take the image from")
+    g.addoption("--machine", default="qemux86-64", help="machine of the Debian test images (default: qemux86-64)")
+    g.addoption("--engine", choices=("podman", "docker"), help="only this engine")
+    g.addoption("--variant", choices=("production", "dev"), help="only this image variant")
+    g.addoption("--boot", choices=("grub", "uboot", "direct"), help="only this boot path")
+    g.addoption("--ssh-key", type=Path, help="SSH key the production image trusts (kas builds)")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "variant(name): runs only on boots of that image variant (production/dev)")
+    config.addinivalue_line("markers", "engine(name): runs only on boots of that container engine")
+    config.addinivalue_line("markers", "bootpath(name): runs only on boots through that boot path")
+
+
+def _kas_mode(config: pytest.Config) -> bool:
+    return bool(config.getoption("image") or config.getoption("deploy_dir"))
+
+
+def planned_boots(config: pytest.Config) -> list[BootPlan]:
+    engine, variant, boot = (config.getoption(o) for o in ("engine", "variant", "boot"))
+    if _kas_mode(config):
+        try:
+            qb = find_qemuboot(config.getoption("image"), config.getoption("deploy_dir"))
+        except Exception as exc:  # reported by the fixture with the real error
+            return [BootPlan(engine or "podman", variant or "production", boot or "grub")] if exc else []
+        link = qb.image_link_name or qb.path.name
+        variant = variant or ("dev" if "-image-dev" in link else "production")
+        default_boot = "grub" if qb.arch == "x86_64" else "uboot"
+        return [BootPlan(engine or "auto", variant, boot or default_boot)]
+    plans = [
+        p
+        for p in DEFAULT_PLANS
+        if (engine in (None, p.engine)) and (variant in (None, p.variant)) and (boot in (None, p.boot))
+    ]
+    if not plans:  # an explicit combination that is not among the defaults
+        plans = [BootPlan(engine or "podman", variant or "production", boot or "direct")]
+    return plans
+
+
+def _wanted(item_markers: dict[str, str], plan: BootPlan) -> bool:
+    for name, attr in (("variant", "variant"), ("engine", "engine"), ("bootpath", "boot")):
+        want = item_markers.get(name)
+        if want and getattr(plan, attr) not in (want, "auto"):
+            return False
+    return True
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "booted" not in metafunc.fixturenames:
+        return
+    markers = {
+        m.name: m.args[0] for m in metafunc.definition.iter_markers() if m.name in ("variant", "engine", "bootpath")
+    }
+    plans = [p for p in planned_boots(metafunc.config) if _wanted(markers, p)]
+    if not plans:
+        skipped = pytest.param(None, marks=pytest.mark.skip(reason="no boot of this kind planned"))
+        metafunc.parametrize("booted", [skipped], indirect=True, scope="session")
+        return
+    metafunc.parametrize("booted", plans, ids=[p.id for p in plans], indirect=True, scope="session")
+
+
+# ---------------------------------------------------------------- images
+@pytest.fixture(scope="session")
+def builder() -> Builder:
+    missing = check_host()
+    if missing:
+        pytest.skip("cannot build QEMU test images here: missing " + ", ".join(missing) + " (docs/testing.md)")
+    return Builder()
+
+
+@pytest.fixture(scope="session")
+def build_image(builder: Builder):
+    """build_image(ImageSpec) -> TestImage, cached (the same spec is built once)."""
+    built: dict[ImageSpec, TestImage | BaseException] = {}
+
+    def build(spec: ImageSpec) -> TestImage:
+        if spec not in built:
+            try:
+                built[spec] = builder.build(spec)
+            except Exception as exc:  # tried once per session; every user reports it
+                built[spec] = exc
+        result = built[spec]
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
+    return build
+
+
+def _kas_target(config: pytest.Config, plan: BootPlan) -> BootTarget:
+    from edgecontainers.qemu.vm import needs
+
+    qb = find_qemuboot(config.getoption("image"), config.getoption("deploy_dir"))
+    missing = needs(
+        ["qemu-img", "sfdisk", "ssh"] + (["qemu-system-x86_64"] if qb.arch == "x86_64" else ["qemu-system-aarch64"])
+    )
+    if missing:
+        pytest.skip("missing " + ", ".join(missing))
+    engine = None if plan.engine == "auto" else plan.engine
+    return BootTarget.from_qemuboot(qb, ssh_key=config.getoption("ssh_key"), variant=plan.variant, engine=engine)
+
+
+@dataclass
+class Booted:
+    """A running guest shared by the tests of one boot plan."""
+
+    plan: BootPlan
+    session: Session
+    expected: Expected
+    image: TestImage | None
+    target: BootTarget
+
+    def run(self, command: str, timeout: float = 120):
+        return self.session.run(command, timeout=timeout)
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_")[:150]
+
+
+@pytest.fixture(scope="session")
+def booted(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
+    plan: BootPlan = request.param
+    config = request.config
+    image = None
+    if _kas_mode(config):
+        target = _kas_target(config, plan)
+        machine = target.machine_name or "qemux86-64"
+    else:
+        build_image = request.getfixturevalue("build_image")
+        image = build_image(ImageSpec(machine=config.getoption("machine"), engine=plan.engine, variant=plan.variant))
+        target = BootTarget.from_qemuboot(find_qemuboot(image.qemuboot))
+        machine = image.spec.machine
+    CONSOLE_DIR.mkdir(parents=True, exist_ok=True)
+    session = Session(target, boot=plan.boot, log_path=CONSOLE_DIR / f"boot-{plan.id}.log",
+                      workdir=tmp_path_factory.mktemp(f"boot-{plan.id}"))  # fmt: skip
+    try:
+        session.start()
+        session.wait_ready(BOOT_TIMEOUT)
+        engine = target.engine or _detect_engine(session)
+        expected = Expected(Layer(machine, engine, plan.variant == "dev"))
+        yield Booted(plan, session, expected, image, target)
+    finally:
+        session.poweroff(90)
+        session.close()
+
+
+def _detect_engine(session: Session) -> str:
+    return "podman" if session.run("command -v podman").ok else "docker"
+
+
+# ---------------------------------------------------------------- per-test logs and failure output
+@pytest.fixture(autouse=True)
+def _per_test_console_log(request: pytest.FixtureRequest):
+    if "booted" not in request.fixturenames:
+        yield
+        return
+    booted = request.getfixturevalue("booted")
+    path = CONSOLE_DIR / f"{_slug(request.node.nodeid)}.log"
+    path.unlink(missing_ok=True)
+    booted.session.tee.attach(path)
+    request.node.user_properties.append(("console_log", str(path)))
+    try:
+        yield
+    finally:
+        booted.session.tee.detach()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    report = yield
+    if report.when == "call" and report.failed and "booted" in getattr(item, "fixturenames", ()):
+        booted = item.funcargs.get("booted")  # type: ignore[attr-defined]
+        if booted is not None:
+            report.sections.append(("console (last 50 lines)", booted.session.tee.tail(50)))
+    return report
