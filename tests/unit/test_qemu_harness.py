@@ -117,7 +117,7 @@ def test_direct_boot_passes_the_slot_by_partuuid(tmp_path):
         cfg = session.vm_config()
     finally:
         session.close()
-    assert cfg.append == "root=PARTUUID=b-uuid rauc.slot=B ro quiet"
+    assert cfg.append == "root=PARTUUID=b-uuid rauc.slot=B ro quiet systemd.gpt_auto=0"
     assert cfg.kernel == deploy / "bzImage"
 
 
@@ -191,3 +191,39 @@ def test_console_eof_is_reported(shell):
     shell.sendline("exit")
     with pytest.raises(GuestError, match="QEMU exited"):
         shell.expect([re.escape(PROMPT)], 10, "after exit")
+
+
+# ---------------------------------------------------------------- edgectl qemu / edgectl test
+def test_edgectl_qemu_prints_the_command_line_of_a_kas_build(tmp_path):
+    from fakes.helpers import edgectl
+
+    deploy = _deploy(tmp_path)
+    proc = edgectl("qemu", "--deploy-dir", deploy, "--print")
+    assert proc.returncode == 0, proc.stderr
+    argv = shlex.split(proc.stdout)
+    assert argv[:4] == ["qemu-system-x86_64", "-nodefaults", "-accel", "tcg"]
+    assert "mon:stdio" in argv  # interactive: Ctrl-A x quits
+    assert any(a.startswith("if=pflash") for a in argv)
+    assert any(a.endswith("disk.qcow2,format=qcow2,if=virtio") for a in argv)  # an overlay, not the image
+
+
+def test_edgectl_qemu_without_an_image_is_a_usage_error(tmp_path):
+    from fakes.helpers import edgectl, error_line
+
+    line = error_line(edgectl("qemu", "--print"), 2)
+    assert "--deploy-dir" in line
+
+
+def test_edgectl_test_passes_options_to_pytest(tmp_path):
+    import argparse
+
+    from edgecontainers.commands import test as cmd
+
+    parser = argparse.ArgumentParser()
+    cmd.setup_parser(parser)
+    args = parser.parse_args(["--deploy-dir", "/d", "--variant", "dev", "--", "-k", "journald"])
+    argv = cmd.pytest_argv(args, Path("/repo"))
+    assert argv[1:6] == ["-m", "pytest", "/repo/tests/system", "-m", "qemu"]
+    assert argv[argv.index("--deploy-dir") + 1] == "/d" and argv[argv.index("--variant") + 1] == "dev"
+    assert "--junitxml=/repo/build/test-results/junit-system.xml" in argv
+    assert argv[-2:] == ["-k", "journald"]

@@ -81,6 +81,7 @@ def run(args: argparse.Namespace) -> int:
     session = Session(target, boot=args.boot, slot=args.slot, network=args.network)
     try:
         config = session.vm_config()
+        config.interactive = True
         if args.print:
             print(shlex.join(config.command()))
             return 0
