@@ -25,7 +25,7 @@ EDGE_FILES = "\
     edgecontainers-compose@.service:${systemd_system_unitdir}/ \
     edgecontainers-compose-generator:${systemd_unitdir}/system-generators/:0755 \
 "
-EDGE_DIRS = "${localstatedir}/lib/docker ${datadir}/edgecontainers/compose"
+EDGE_DIRS = "${localstatedir}/lib/docker ${localstatedir}/lib/containerd ${datadir}/edgecontainers/compose"
 
 do_install() {
     for dir in ${EDGE_DIRS}; do
