@@ -120,3 +120,21 @@ def test_dev_sysctl_values_are_the_declared_ones(booted):
 @pytest.mark.variant("dev")
 def test_dev_serial_login_works(booted):
     checks.serial_login_works(booted.session)
+
+
+# ---------------------------------------------------------------- last: a reboot (changes the shared guest)
+@pytest.mark.variant("dev")
+def test_state_on_data_survives_a_reboot(booted):
+    """/data keeps what was written and the machine id across a reboot (the disk overlay persists)."""
+    s = booted.session
+    checks.sh(s, "echo survives > /data/.edgecontainers-reboot-probe && sync")
+    machine_id = checks.sh(s, "cat /etc/machine-id").strip()
+    host_key = checks.sh(s, "cat /var/lib/ssh/ssh_host_ed25519_key.pub").strip()
+    old_boot = s.boot_id()
+    state = s.reboot()
+    assert s.boot_id() != old_boot
+    assert state == "running", state
+    assert checks.sh(s, "cat /data/.edgecontainers-reboot-probe").strip() == "survives"
+    assert checks.sh(s, "cat /etc/machine-id").strip() == machine_id
+    assert checks.sh(s, "cat /var/lib/ssh/ssh_host_ed25519_key.pub").strip() == host_key
+    checks.root_read_only(s)

@@ -33,6 +33,7 @@ from .ssh import SSH
 from .vm import Drive, GuestError, QemuVM, StepTimeout, UserNet, VMConfig, free_port, host_ovmf, qemu_img_overlay
 
 GUEST_APP_PORT = 8080  # the demo app's published port
+BOOT_ID = "cat /proc/sys/kernel/random/boot_id"
 # Direct boot has no EFI firmware, so systemd's gpt-auto-generator would look for
 # the ESP itself and automount it at /efi (a failed unit on the read-only root).
 # On the device GRUB boots through EFI and it does not; the layer mounts the ESP
@@ -297,9 +298,10 @@ class Session:
             if draining:
                 self._start_drain()
 
-    def wait_ready(self, timeout: float = 900) -> str:
+    def wait_ready(self, timeout: float = 900, *, not_boot_id: str | None = None) -> str:
         """Until a shell answers and ``systemctl is-system-running --wait`` returns;
-        returns the system state (running, degraded, ...)."""
+        returns the system state (running, degraded, ...).  ``not_boot_id``: wait for
+        a boot other than that one (after a reboot)."""
         assert self.vm is not None and self.console is not None
         started = self.vm.started_at or time.monotonic()
         deadline = started + timeout
@@ -307,7 +309,7 @@ class Session:
             self.console.login(timeout=max(1.0, deadline - time.monotonic()))
             self.console.run("dmesg -n 1 2>/dev/null || true", timeout=30)
         elif self.ssh is not None:
-            self._wait_ssh(deadline)
+            self._wait_ssh(deadline, not_boot_id)
         else:
             raise UsageError(
                 f"{self.target.name}: production image without an SSH key and no serial login; "
@@ -320,13 +322,14 @@ class Session:
         self.tee.note(f"ready after {self.boot_seconds:.1f}s: {self.system_state}")
         return self.system_state
 
-    def _wait_ssh(self, deadline: float) -> None:
+    def _wait_ssh(self, deadline: float, not_boot_id: str | None = None) -> None:
         assert self.ssh is not None and self.vm is not None
         while True:
             if not self.vm.alive:
                 raise self.fail("QEMU exited before SSH answered")
             try:
-                if self.ssh.run("true", timeout=30).ok:
+                res = self.ssh.run(BOOT_ID, timeout=30)
+                if res.ok and res.output.strip() != not_boot_id:
                     return
             except GuestError:
                 pass
@@ -352,19 +355,26 @@ class Session:
             raise self.fail(f"'{command}' exited {result.rc}: {result.output.strip()[-500:]}")
         return result
 
+    def boot_id(self) -> str:
+        return self.run(BOOT_ID, timeout=60, check=True).output.strip()
+
     def reboot(self, timeout: float = 900) -> str:
-        """Reboot the guest (the disk overlay persists) and wait until it is ready again."""
+        """Reboot the guest (the disk overlay persists) and wait until the new boot is
+        ready; returns its system state."""
         assert self.vm is not None and self.console is not None
-        self.tee.note("reboot")
+        old = self.boot_id()
+        self.tee.note(f"reboot (boot {old})")
+        self.vm.started_at = time.monotonic()
         if self.target.console_login:
             self.console.sendline("systemctl reboot")
             self.console.logged_in = False
         else:
             with contextlib.suppress(GuestError):  # the connection drops
                 self.run("systemctl reboot", timeout=30)
-            time.sleep(5)
-        self.vm.started_at = time.monotonic()
-        return self.wait_ready(timeout)
+        state = self.wait_ready(timeout, not_boot_id=old)
+        if self.boot_id() == old:
+            raise self.fail("the guest did not reboot")
+        return state
 
     def poweroff(self, timeout: float = 120) -> None:
         """Shut the guest down cleanly (QEMU exits); killed if it does not in time."""
