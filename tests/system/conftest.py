@@ -92,8 +92,8 @@ def planned_boots(config: pytest.Config) -> list[BootPlan]:
     if _kas_mode(config):
         try:
             qb = find_qemuboot(config.getoption("image"), config.getoption("deploy_dir"))
-        except Exception as exc:  # reported by the fixture with the real error
-            return [BootPlan(engine or "podman", variant or "production", boot or "grub")] if exc else []
+        except Exception:  # the booted fixture reports the real error
+            return [BootPlan(engine or "auto", variant or "production", boot or "grub")]
         link = qb.image_link_name or qb.path.name
         variant = variant or ("dev" if "-image-dev" in link else "production")
         default_boot = "grub" if qb.arch == "x86_64" else "uboot"

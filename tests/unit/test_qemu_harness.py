@@ -23,7 +23,6 @@ def test_command_line_is_always_tcg_and_never_kvm():
     argv = VMConfig().command()
     assert argv[argv.index("-accel") + 1] == "tcg"
     assert not any("kvm" in a for a in argv)
-    assert "-nodefaults" in argv
 
 
 def test_command_line_with_pflash_disk_and_restricted_network(tmp_path):
@@ -201,7 +200,7 @@ def test_edgectl_qemu_prints_the_command_line_of_a_kas_build(tmp_path):
     proc = edgectl("qemu", "--deploy-dir", deploy, "--print")
     assert proc.returncode == 0, proc.stderr
     argv = shlex.split(proc.stdout)
-    assert argv[:4] == ["qemu-system-x86_64", "-nodefaults", "-accel", "tcg"]
+    assert argv[:3] == ["qemu-system-x86_64", "-accel", "tcg"]
     assert "mon:stdio" in argv  # interactive: Ctrl-A x quits
     assert any(a.startswith("if=pflash") for a in argv)
     assert any(a.endswith("disk.qcow2,format=qcow2,if=virtio") for a in argv)  # an overlay, not the image

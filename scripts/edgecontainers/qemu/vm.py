@@ -112,8 +112,10 @@ class VMConfig:
     def command(self, qmp_socket: Path | None = None) -> list[str]:
         if self.arch not in QEMU_BINARY:
             raise ConfigError(f"unsupported guest architecture '{self.arch}'")
-        # -nodefaults: no default CD-ROM (OVMF would try it first), NIC, VGA or serial.
-        argv = [QEMU_BINARY[self.arch], "-nodefaults", "-accel", "tcg", "-machine", self.machine, "-cpu", self.cpu]
+        # Not -nodefaults: with it the Debian kernel's serial console stalls once the
+        # 8250 driver takes over (q35, TCG).  The default CD-ROM only costs OVMF a
+        # failed boot attempt.
+        argv = [QEMU_BINARY[self.arch], "-accel", "tcg", "-machine", self.machine, "-cpu", self.cpu]
         argv += ["-m", str(self.memory_mib), "-smp", str(self.smp)]
         argv += ["-display", "none", "-serial", "mon:stdio" if self.interactive else "stdio"]
         if not self.interactive:
@@ -170,6 +172,15 @@ def _stop_all() -> None:
 atexit.register(_stop_all)
 
 
+def _die_with_parent() -> None:
+    """In the QEMU child: get SIGKILL when the harness process dies (even by SIGKILL
+    or SIGTERM, where atexit does not run), so no QEMU outlives a killed test run."""
+    import ctypes
+
+    with contextlib.suppress(Exception):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
 class QemuVM:
     """One QEMU process.  Use as a context manager (or call :meth:`kill`)."""
 
@@ -204,6 +215,7 @@ class QemuVM:
             dimensions=(50, 500),
             maxread=65536,
             env={**os.environ, "TERM": "dumb"},
+            preexec_fn=_die_with_parent,
         )
         if logfile is not None:
             self.process.logfile_read = logfile
