@@ -29,6 +29,9 @@ _SET_PROMPT = "export PS1='EDGE-''PROMPT# ' PS2='' PROMPT_COMMAND=''"
 LOGIN_PROMPT = r"login: "
 PASSWORD_PROMPT = r"[Pp]assword: ?"
 SHELL_PROMPT = r"[#$] $"
+# What the console shows once a reboot is under way: the kernel's last words, or
+# the first ones of the firmware, bootloader or kernel of the next boot.
+RESTART_MARKERS = [r"reboot: Restarting system", r"BdsDxe", r"U-Boot \d{4}\.", r"GNU GRUB", r"Linux version \d"]
 
 
 @dataclass(frozen=True)

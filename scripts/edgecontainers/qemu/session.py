@@ -157,6 +157,8 @@ class Session:
         network: bool = False,
         extra_append: str = "",
         workdir: Path | None = None,
+        guestfwd: tuple[tuple[int, int], ...] = (),
+        extra_drives: tuple[Drive, ...] = (),
     ) -> None:
         self.target = target
         self.boot = boot or target.boot_paths[0]
@@ -172,6 +174,8 @@ class Session:
         self.grow_bytes = grow_bytes
         self.network = network
         self.extra_append = extra_append
+        self.guestfwd = guestfwd
+        self.extra_drives = extra_drives
         self.ssh_port = free_port()
         self.app_port = free_port()
         self.vm: QemuVM | None = None
@@ -224,7 +228,8 @@ class Session:
         hostfwd = [(self.app_port, GUEST_APP_PORT)]
         if t.ssh_key is not None:
             hostfwd.insert(0, (self.ssh_port, 22))
-        cfg.net = UserNet(restrict=not self.network, hostfwd=tuple(hostfwd))
+        cfg.net = UserNet(restrict=not self.network, hostfwd=tuple(hostfwd), guestfwd=self.guestfwd)
+        cfg.drives += list(self.extra_drives)
         return cfg
 
     def root_args(self) -> str:
@@ -368,6 +373,9 @@ class Session:
         if self.target.console_login:
             self.console.sendline("systemctl reboot")
             self.console.logged_in = False
+            # The old shell may still print a prompt before it dies: wait until the
+            # console shows the restart, so the login below is the new boot's.
+            self.wait_restart(min(timeout, 300))
         else:
             with contextlib.suppress(GuestError):  # the connection drops
                 self.run("systemctl reboot", timeout=30)
@@ -375,6 +383,32 @@ class Session:
         if self.boot_id() == old:
             raise self.fail("the guest did not reboot")
         return state
+
+    def power_cut(self) -> None:
+        """Pull the plug: QEMU is killed (no shutdown, no flush by the guest); the disk
+        overlay keeps what reached it.  ``start()`` powers the guest on again."""
+        assert self.vm is not None
+        self.tee.note("power cut: killing QEMU")
+        self._stop_drain()
+        self.vm.kill()
+        self.console = None
+        self.ssh = None
+
+    def wait_restart(self, timeout: float = 600) -> None:
+        """Wait until the console shows that the guest restarts (a reboot the guest
+        decided itself, e.g. after a failed health check, or one just requested)."""
+        from .console import RESTART_MARKERS
+
+        assert self.console is not None
+        draining = self._drain_thread is not None
+        self._stop_drain()
+        try:
+            self.console.expect(RESTART_MARKERS, timeout, "the guest restarting")
+        finally:
+            self.console.logged_in = False
+            if draining:
+                self._start_drain()
+        self.vm.started_at = time.monotonic()
 
     def poweroff(self, timeout: float = 120) -> None:
         """Shut the guest down cleanly (QEMU exits); killed if it does not in time."""

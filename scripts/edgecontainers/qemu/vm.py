@@ -28,6 +28,9 @@ from ..tools import require
 
 log = logging.getLogger(__name__)
 
+# The address in QEMU's user network where guestfwd rules answer (10.0.2.2 is the
+# host's gateway address, which restrict=on cuts off).
+GUESTFWD_ADDR = "10.0.2.100"
 QEMU_BINARY = {"x86_64": "qemu-system-x86_64", "aarch64": "qemu-system-aarch64"}
 # Host firmware (Debian packages ovmf, qemu-efi-aarch64).
 OVMF_CODE_CANDIDATES = ("/usr/share/OVMF/OVMF_CODE_4M.fd", "/usr/share/OVMF/OVMF_CODE.fd")
@@ -80,11 +83,17 @@ class UserNet:
 
     restrict: bool = True
     hostfwd: tuple[tuple[int, int], ...] = ()  # (host port on 127.0.0.1, guest port)
+    # (guest port on GUESTFWD_ADDR, host port on 127.0.0.1): the guest reaches a
+    # server on the host's loopback, and nothing else (restrict=on keeps these).
+    guestfwd: tuple[tuple[int, int], ...] = ()
     model: str = "virtio-net-pci"
 
     def args(self) -> list[str]:
         opts = ["user", "id=net0", f"restrict={'on' if self.restrict else 'off'}"]
         opts += [f"hostfwd=tcp:127.0.0.1:{h}-:{g}" for h, g in self.hostfwd]
+        # cmd: runs socat per guest connection; a tcp: target would be one chardev
+        # connection for the VM's lifetime, which a second HTTP connection breaks.
+        opts += [f"guestfwd=tcp:{GUESTFWD_ADDR}:{g}-cmd:socat - TCP:127.0.0.1:{h}" for g, h in self.guestfwd]
         return ["-netdev", ",".join(opts), "-device", f"{self.model},netdev=net0"]
 
 
