@@ -32,6 +32,8 @@ PROVIDERS: dict[str, str] = {
     "mkfs.vfat": "apt install dosfstools",
     "mcopy": "apt install mtools",
     "lsblk": "apt install util-linux",
+    "mksquashfs": "apt install squashfs-tools",
+    "debugfs": "apt install e2fsprogs",
 }
 
 

@@ -62,6 +62,8 @@ class BBData:
     files: list[Path] = field(default_factory=list)
     # required files that are not in the layer (they live in other layers)
     missing: list[str] = field(default_factory=list)
+    # VAR[flag] = value, last plain assignment wins (no operators on flags)
+    flags: dict[tuple[str, str], str] = field(default_factory=dict)
     _seq: int = 0
 
     # ------------------------------------------------------------ writing
@@ -79,6 +81,7 @@ class BBData:
         new.inherits = list(self.inherits)
         new.files = list(self.files)
         new.missing = list(self.missing)
+        new.flags = dict(self.flags)
         new._seq = self._seq
         return new
 
@@ -217,7 +220,10 @@ class BBData:
         return self.get(name) if expand else self.raw(name)
 
     def getVarFlag(self, name: str, flag: str, expand: bool = True) -> str | None:
-        return None
+        value = self.flags.get((name, flag))
+        if value is None or not expand:
+            return value
+        return self.expand(value)
 
 
 def logical_lines(text: str) -> list[tuple[int, str]]:
@@ -271,7 +277,12 @@ def parse_into(
         m = _ASSIGN.match(line)
         if m:
             if m.group("flag"):
-                continue  # VAR[flag] = ...: documentation and task flags
+                # VAR[flag] = ...: kept as written (documentation, task and slot flags)
+                if m.group("op") in ("=", "?=", "??=", ":="):
+                    key = (m.group("var"), m.group("flag"))
+                    if m.group("op") == "=" or key not in data.flags:
+                        data.flags[key] = m.group("val")
+                continue
             var = m.group("var")
             parts = [p for p in m.group("ovr").split(":") if p]
             value = m.group("val")

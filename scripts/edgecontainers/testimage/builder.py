@@ -778,7 +778,15 @@ class Builder:
             (tmp / "bootx64.efi").unlink(missing_ok=True)
 
     # ---------------------------------------------------------------- preload
-    def app_archive(self, ctx: BuildContext) -> bytes:
+    def app_variant(self, spec: ImageSpec, replace: dict[str, bytes | None]) -> bytes:
+        """The demo app's image with some of its files replaced (None: removed), under
+        the same name and tag: what a container update of the app would bring."""
+        import types
+
+        ctx = types.SimpleNamespace(layer=self.layer_for(spec), spec=spec, facts=machine_facts(spec.machine))
+        return self.app_archive(ctx, replace)  # type: ignore[arg-type]
+
+    def app_archive(self, ctx: BuildContext, replace: dict[str, bytes | None] | None = None) -> bytes:
         """The demo app's OCI image as a docker archive (see oci.py)."""
         layer = ctx.layer
         engine = ctx.spec.engine
@@ -788,6 +796,12 @@ class Builder:
             container = layer.recipe(f"{app}-container")
             app_recipe = layer.recipe(container.get("CONTAINER_APP"))
             files = [ImageFile(e.dest, app_recipe.render(e), e.mode) for e in app_recipe.edge_files()]
+            if replace:
+                unknown = set(replace) - {f.path for f in files}
+                if unknown:
+                    raise ConfigError(f"{app_recipe.name} installs no {', '.join(sorted(unknown))}")
+                files = [ImageFile(f.path, replace[f.path], f.mode) if f.path in replace else f  # type: ignore[arg-type]
+                         for f in files if not (f.path in replace and replace[f.path] is None)]  # fmt: skip
             cmd = container.get("CONTAINER_APP_CMD").split()
             ports = container.words("OCI_IMAGE_PORTS")
             uid = container.get("OCI_IMAGE_RUNTIME_UID") or "0"

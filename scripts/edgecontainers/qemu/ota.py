@@ -1,0 +1,181 @@
+"""Driving RAUC and the health gate on a running guest: the steps of the OTA
+tests and the OTA benchmark (install, reboot, wait for a given slot, read the
+slot states), written once."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import shlex
+import time
+from dataclasses import dataclass
+
+from .console import Result
+from .session import BOOT_ID, Session
+from .vm import GUESTFWD_ADDR, GuestError, StepTimeout
+
+GUEST_HTTP_PORT = 8000
+STICK_DEVICE = "/dev/vdb"
+STICK_MOUNT = "/run/edgecontainers-stick"
+HEALTH_UNIT = "edgecontainers-health.service"
+
+
+def server_url(name: str) -> str:
+    """URL of a file of the host's BundleServer, as the guest sees it."""
+    return f"http://{GUESTFWD_ADDR}:{GUEST_HTTP_PORT}/{name}"
+
+
+@dataclass(frozen=True)
+class Slots:
+    """``rauc status`` boiled down: booted slot, primary, and per bootname
+    (A, B) the slot's RAUC state and boot status."""
+
+    booted: str
+    primary: str
+    state: dict[str, str]
+    boot_status: dict[str, str]
+    raw: dict
+
+    def describe(self) -> str:
+        parts = [f"{b}: {self.state.get(b)}/{self.boot_status.get(b)}" for b in sorted(self.state)]
+        return f"booted {self.booted}, primary {self.primary}; " + ", ".join(parts)
+
+
+def slots(s: Session) -> Slots:
+    res = s.run("rauc status --detailed --output-format=json", timeout=120)
+    if not res.ok:
+        raise s.fail(f"rauc status failed: {res.output.strip()[-500:]}")
+    data = json.loads(res.output[res.output.index("{") :])
+    by_name = {name: info for entry in data.get("slots", []) for name, info in entry.items()}
+    bootname = {name: info.get("bootname") for name, info in by_name.items() if info.get("bootname")}
+    booted = next((bootname[n] for n in bootname if by_name[n].get("state") == "booted"), data.get("booted", ""))
+    primary = bootname.get(data.get("boot_primary") or "", "")
+    return Slots(
+        booted=booted,
+        primary=primary,
+        state={bootname[n]: by_name[n].get("state", "") for n in bootname},
+        boot_status={bootname[n]: by_name[n].get("boot_status", "") for n in bootname},
+        raw=data,
+    )
+
+
+def booted_slot(s: Session) -> str:
+    cmdline = s.run("cat /proc/cmdline", timeout=60).output
+    m = re.search(r"\brauc\.slot=(\S+)", cmdline)
+    return m.group(1) if m else ""
+
+
+def install(s: Session, source: str, timeout: float = 1800) -> tuple[Result, float]:
+    """``rauc install SOURCE``; the result and how long it took."""
+    t0 = time.monotonic()
+    res = s.run(f"rauc install {shlex.quote(source)} 2>&1", timeout=timeout)
+    return res, time.monotonic() - t0
+
+
+def mount_stick(s: Session) -> str:
+    """Mount the update stick (read-only); its mount point."""
+    res = s.run(f"mkdir -p {STICK_MOUNT} && (mountpoint -q {STICK_MOUNT} || "
+                f"mount -o ro {STICK_DEVICE} {STICK_MOUNT})", timeout=120)  # fmt: skip
+    if not res.ok:
+        raise s.fail(f"cannot mount the update stick {STICK_DEVICE}: {res.output.strip()[-300:]}")
+    return STICK_MOUNT
+
+
+def health_result(s: Session) -> tuple[str, str]:
+    """(ActiveState, Result) of the health gate."""
+    out = s.run(f"systemctl show -p ActiveState -p Result {HEALTH_UNIT}", timeout=60).output
+    props = dict(line.split("=", 1) for line in out.split() if "=" in line)
+    return props.get("ActiveState", ""), props.get("Result", "")
+
+
+def wait_health_decided(s: Session, timeout: float = 600) -> tuple[str, str]:
+    """Until the health gate has finished; its (ActiveState, Result)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        state = health_result(s)
+        if state[0] in ("active", "failed", "inactive") and not (state[0] == "inactive" and state[1] == "success"):
+            return state
+        if (
+            state == ("inactive", "success")
+            and "ConditionResult=no" in s.run(f"systemctl show -p ConditionResult {HEALTH_UNIT}", timeout=60).output
+        ):
+            return state
+        if time.monotonic() > deadline:
+            raise s.fail(f"the health gate did not decide within {timeout:.0f}s ({state})", StepTimeout)
+        time.sleep(5)
+
+
+def wait_for_slot(s: Session, slot: str, *, seen: set[str], timeout: float = 1200) -> list[str]:
+    """Wait for a boot, other than the boots in ``seen``, that runs from ``slot`` and
+    stays up until the health gate has decided; boots of other slots on the way
+    (a slot that fails and reboots by itself) are recorded and waited out.  Returns
+    the slots booted on the way, in order.  Works over SSH and on the serial console."""
+    deadline = time.monotonic() + timeout
+    passed: list[str] = []
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise s.fail(f"no boot of slot {slot} within {timeout:.0f}s (boots seen: {passed})", StepTimeout)
+        try:
+            if s.ssh is not None and not s.target.console_login:
+                _wait_new_ssh_boot(s, seen, left)
+            else:
+                s.wait_ready(left)
+            boot = s.run(BOOT_ID, timeout=60).output.strip()
+            if boot in seen:
+                if s.target.console_login:
+                    s.wait_restart(max(10.0, deadline - time.monotonic()))
+                continue
+            seen.add(boot)
+            current = booted_slot(s)
+            passed.append(current)
+            if current == slot:
+                with contextlib.suppress(GuestError):
+                    s.run("systemctl is-system-running --wait", timeout=max(10.0, deadline - time.monotonic()))
+                return passed
+            # another slot: it should roll back by itself; wait for its restart
+            if s.target.console_login:
+                s.wait_restart(max(10.0, deadline - time.monotonic()))
+        except GuestError:
+            if s.vm is None or not s.vm.alive:
+                raise
+            time.sleep(3)
+
+
+def _wait_new_ssh_boot(s: Session, seen: set[str], timeout: float) -> None:
+    assert s.ssh is not None
+    deadline = time.monotonic() + timeout
+    while True:
+        if s.vm is None or not s.vm.alive:
+            raise s.fail("QEMU exited")
+        with contextlib.suppress(GuestError):
+            res = s.ssh.run(BOOT_ID, timeout=30)
+            if res.ok and res.output.strip() and res.output.strip() not in seen:
+                return
+        if time.monotonic() > deadline:
+            raise s.fail("no new boot answered on SSH before the deadline", StepTimeout)
+        time.sleep(3)
+
+
+def reboot_into(s: Session, slot: str, *, seen: set[str], timeout: float = 1200) -> list[str]:
+    """Reboot (as the update procedure does after an install) and wait for ``slot``."""
+    seen.add(s.run(BOOT_ID, timeout=60).output.strip())
+    s.tee.note("reboot (systemctl reboot)")
+    if s.target.console_login:
+        s.console.sendline("systemctl reboot")  # type: ignore[union-attr]
+        s.wait_restart(300)
+    else:
+        with contextlib.suppress(GuestError):
+            s.run("systemctl reboot", timeout=30)
+    return wait_for_slot(s, slot, seen=seen, timeout=timeout)
+
+
+def app_state(s: Session, container: str, engine: str = "podman") -> tuple[str, str, str]:
+    """(status, health, image id) of a container."""
+    fmt = "{{.State.Status}} {{.State.Health.Status}} {{.Image}}"
+    if engine == "docker":
+        fmt = "{{.State.Status}} {{if .State.Health}}{{.State.Health.Status}}{{else}}none{{end}} {{.Image}}"
+    out = s.run(f"{engine} inspect --format '{fmt}' {container}", timeout=120).output.strip().split()
+    status, health, image = [*out, "", "", ""][:3]
+    return status, health, image
