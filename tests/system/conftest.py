@@ -240,6 +240,8 @@ def _per_test_console_log(request: pytest.FixtureRequest):
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     report = yield
+    if report.when == "call":
+        item.rep_call = report  # type: ignore[attr-defined]  # read by the OTA chain fixture
     if report.when == "call" and report.failed and "booted" in getattr(item, "fixturenames", ()):
         booted = item.funcargs.get("booted")  # type: ignore[attr-defined]
         if booted is not None:

@@ -1,0 +1,262 @@
+"""OTA scenarios in QEMU (pytest marker ``ota``): signed A/B updates through RAUC
+and the layer's GRUB configuration, the health gate's mark-good / mark-bad and
+rollback, refused bundles, a power cut in the middle of an install, and
+container updates with rollback.
+
+One guest (podman, production image, OVMF -> GRUB -> the layer's grub.cfg) goes
+through the scenarios in order; each test checks the state it starts from, so a
+failure says where the chain broke.  Bundles come from ``otakit`` (the layer's
+bundle settings, the test CA the image trusts), served over HTTP by a server on
+the host's loopback that the guest reaches through a QEMU guestfwd rule, or
+read from a second disk standing in for a USB stick.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+from dataclasses import dataclass, field
+
+import pytest
+from conftest import CONSOLE_DIR
+
+from edgecontainers.qemu import ota
+from edgecontainers.qemu.qemuboot import find_qemuboot
+from edgecontainers.qemu.session import BootTarget, Session
+from edgecontainers.qemu.vm import Drive
+from edgecontainers.testimage.builder import ImageSpec
+from edgecontainers.testimage.httpserve import BundleServer
+from edgecontainers.testimage.otakit import VERSION_MARKER, OtaKit, build_kit
+
+pytestmark = pytest.mark.ota
+
+APP = "edgecontainers-demo"
+PROBE = "/data/.edgecontainers-ota-probe"
+
+
+@dataclass
+class Ota:
+    session: Session
+    kit: OtaKit
+    server: BundleServer
+    seen: set[str] = field(default_factory=set)
+    failed: list[str] = field(default_factory=list)
+
+    def run(self, command: str, timeout: float = 120) -> str:
+        res = self.session.run(command, timeout=timeout)
+        assert res.ok, f"'{command}' exited {res.rc}: {res.output.strip()[-800:]}"
+        return res.output
+
+    def slots(self) -> ota.Slots:
+        return ota.slots(self.session)
+
+    def health_endpoint(self) -> str:
+        url = f"http://127.0.0.1:{self.session.app_port}/cgi-bin/health"
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(url, timeout=20) as resp:
+                    return f"{resp.status} {resp.read().decode().strip()}"
+            except OSError as exc:
+                if time.monotonic() > deadline:
+                    return f"no answer: {exc}"
+                time.sleep(3)
+
+
+@pytest.fixture(scope="module")
+def env(request: pytest.FixtureRequest, builder, build_image, tmp_path_factory):
+    if request.config.getoption("image") or request.config.getoption("deploy_dir"):
+        pytest.skip("the OTA scenarios install bundles derived from the QEMU test image; "
+                    "they do not run against a kas build yet (docs/ota.md)")  # fmt: skip
+    image = build_image(ImageSpec(engine="podman", variant="production"))
+    kit = build_kit(builder, image)
+    server = BundleServer(kit.directory).start()
+    target = BootTarget.from_qemuboot(find_qemuboot(image.qemuboot))
+    CONSOLE_DIR.mkdir(parents=True, exist_ok=True)
+    session = Session(
+        target,
+        boot="grub",
+        log_path=CONSOLE_DIR / "boot-ota-podman-production-grub.log",
+        workdir=tmp_path_factory.mktemp("ota"),
+        guestfwd=((ota.GUEST_HTTP_PORT, server.port),),
+        extra_drives=(Drive(kit.path("stick.img"), readonly=True),),
+    )
+    state = Ota(session, kit, server)
+    try:
+        session.start()
+        session.wait_ready(900)
+        state.seen.add(session.boot_id())
+        yield state
+    finally:
+        session.poweroff(90)
+        session.close()
+        server.stop()
+
+
+@pytest.fixture(autouse=True)
+def _console_per_test(request: pytest.FixtureRequest, env: Ota):
+    path = CONSOLE_DIR / f"ota-{request.node.name}.log"
+    path.unlink(missing_ok=True)
+    env.session.tee.attach(path)
+    try:
+        yield
+    finally:
+        env.session.tee.detach()
+
+
+@pytest.fixture(autouse=True)
+def _chain(request: pytest.FixtureRequest, env: Ota):
+    """The scenarios build on each other: after a failure the later ones say so."""
+    if env.failed:
+        pytest.fail(f"an earlier OTA scenario failed ({', '.join(env.failed)}); the guest's state is unknown")
+    yield
+    if getattr(request.node, "rep_call", None) is not None and request.node.rep_call.failed:
+        env.failed.append(request.node.name)
+
+
+# ---------------------------------------------------------------- scenario 3: refused bundles
+@pytest.mark.parametrize(
+    ("bundle", "reason"),
+    [
+        ("bad-unsigned.raucb", "Signature size is 0"),
+        ("bad-wrong-signer.raucb", "signature verification failed"),
+        ("bad-tampered.raucb", None),
+        ("bad-other-machine.raucb", "Compatible mismatch"),
+    ],
+    ids=["unsigned", "wrong-signer", "tampered", "other-machine"],
+)
+def test_bad_bundle_is_refused_and_nothing_changes(env: Ota, bundle: str, reason: str | None):
+    before = env.slots()
+    assert before.booted == "A" and before.boot_status["A"] == "good", before.describe()
+    grubenv = env.run("cat /boot/firmware/EFI/BOOT/grubenv")
+    corrupted = "dmesg | grep -c 'verity: .* is corrupted' || true"
+    verity_errors = int(env.run(corrupted).strip() or 0)
+    res, _ = ota.install(env.session, ota.server_url(bundle), timeout=900)
+    assert not res.ok, f"{bundle} was installed:\n{res.output}"
+    error = next((line for line in res.output.splitlines() if line.startswith("LastError:")), res.output)
+    if reason:
+        assert reason in error, error
+    else:  # tampered: the payload no longer matches the signed dm-verity root hash
+        assert "Input/output error" in error, error
+        assert int(env.run(corrupted).strip() or 0) > verity_errors, "dm-verity did not report the corruption"
+        # RAUC had started writing the target slot: it stays unbootable
+    after = env.slots()
+    assert (after.booted, after.primary, after.boot_status) == (before.booted, before.primary, before.boot_status), (
+        f"slot states changed: {before.describe()} -> {after.describe()}"
+    )
+    assert env.run("cat /boot/firmware/EFI/BOOT/grubenv") == grubenv, "the bootloader environment changed"
+
+
+# ---------------------------------------------------------------- scenarios 5 and 6: container updates
+def _app(env: Ota) -> tuple[str, str, str]:
+    return ota.app_state(env.session, APP)
+
+
+def test_container_update_to_a_broken_image_rolls_back(env: Ota):
+    assert env.health_endpoint() == "200 ok version=1.0"
+    status, health, image = _app(env)
+    assert (status, health) == ("running", "healthy"), (status, health)
+    stick = ota.mount_stick(env.session)
+    res = env.session.run(f"edgecontainers-app-update --archive {stick}/app-broken.tar {APP}", timeout=900)
+    assert res.rc == 1, f"exit {res.rc} (want 1: updated failed, rolled back):\n{res.output}"
+    assert "rolled back" in res.output, res.output
+    after = _app(env)
+    assert after == ("running", "healthy", image), f"after the rollback: {after}, before: {image}"
+    assert env.health_endpoint() == "200 ok version=1.0"
+
+
+def test_container_update_to_a_good_image_runs_it(env: Ota):
+    _, _, old_image = _app(env)
+    stick = ota.mount_stick(env.session)
+    res = env.session.run(f"edgecontainers-app-update --archive {stick}/app-v2.tar {APP}", timeout=900)
+    assert res.rc == 0, f"exit {res.rc}:\n{res.output}"
+    status, health, image = _app(env)
+    assert (status, health) == ("running", "healthy") and image != old_image, (status, health, image, old_image)
+    assert env.health_endpoint() == "200 ok version=2.0"
+
+
+# ---------------------------------------------------------------- scenario 1: update, reboot, marked good
+def test_update_installs_boots_the_other_slot_and_is_marked_good(env: Ota):
+    s = env.session
+    assert env.slots().booted == "A"
+    machine_id = env.run("cat /etc/machine-id").strip()
+    host_key = env.run("cat /var/lib/ssh/ssh_host_ed25519_key.pub").strip()
+    env.run(f"echo 'written before the update' > {PROBE} && sync")
+    env.server.reset()
+    res, _ = ota.install(s, ota.server_url("update-v2.raucb"))  # streaming, adaptive
+    assert res.ok, res.output
+    streamed = env.server.bytes_sent["update-v2.raucb"]
+    size = env.kit.path("update-v2.raucb").stat().st_size
+    assert 0 < streamed < size, f"streamed {streamed} of {size} bytes"
+    pending = env.slots()
+    assert pending.primary == "B" and pending.boot_status["B"] == "good", pending.describe()
+
+    passed = ota.reboot_into(s, "B", seen=env.seen)
+    assert passed == ["B"], f"slots booted: {passed}"
+    assert ota.wait_health_decided(s) == ("active", "success")
+    after = env.slots()
+    assert after.booted == "B" and after.boot_status["B"] == "good", after.describe()
+    assert env.run(f"cat {VERSION_MARKER}").strip() == "2"
+    assert "marked slot B good" in env.run("cat /data/edgecontainers/health.log")
+    # everything on /data is intact
+    assert env.run(f"cat {PROBE}").strip() == "written before the update"
+    assert env.run("cat /etc/machine-id").strip() == machine_id
+    assert env.run("cat /var/lib/ssh/ssh_host_ed25519_key.pub").strip() == host_key
+    assert env.health_endpoint() == "200 ok version=2.0", "the updated container image did not survive"
+
+
+# ---------------------------------------------------------------- scenario 2: unhealthy update rolls back
+def test_unhealthy_update_is_marked_bad_and_the_old_slot_boots(env: Ota):
+    s = env.session
+    assert env.slots().booted == "B"
+    stick = ota.mount_stick(s)
+    res, _ = ota.install(s, f"{stick}/update-unhealthy.raucb")  # from a file (the stick)
+    assert res.ok, res.output
+    assert env.slots().primary == "A"
+
+    passed = ota.reboot_into(s, "B", seen=env.seen)
+    assert passed == ["A", "B"], f"slots booted: {passed} (want the new slot A, then B again)"
+    assert ota.wait_health_decided(s) == ("active", "success")
+    after = env.slots()
+    assert after.booted == "B" and after.boot_status["B"] == "good", after.describe()
+    assert after.boot_status["A"] == "bad", after.describe()
+    log = env.run("cat /data/edgecontainers/health.log")
+    assert "slot=A" in log and "99-test-always-fails failed" in log and "marked slot A bad" in log, log
+    journal = env.run("journalctl -b -1 -u edgecontainers-health.service --no-pager -o cat || true")
+    del journal  # the previous boot's journal was in RAM: health.log on /data is the record
+    assert env.run(f"cat {PROBE}").strip() == "written before the update"
+
+
+# ---------------------------------------------------------------- scenario 4: power cut during an install
+def test_power_cut_during_install_boots_the_old_slot(env: Ota):
+    s = env.session
+    assert env.slots().booted == "B"
+    env.run(f"echo 'written before the power cut' > {PROBE}.2 && sync")
+    stick = ota.mount_stick(s)
+    env.run(f"systemd-run --unit=ota-test-install rauc install {stick}/update-v2.raucb")
+    # cut the power once RAUC is writing the slot
+    deadline = time.monotonic() + 600
+    progress = ""
+    while time.monotonic() < deadline:
+        progress = s.run("busctl get-property de.pengutronix.rauc / de.pengutronix.rauc.Installer Progress",
+                         timeout=60).output.strip()  # fmt: skip
+        parts = progress.split()
+        if len(parts) >= 2 and parts[1].isdigit() and 40 <= int(parts[1]) < 100:
+            break
+        time.sleep(1)
+    else:
+        pytest.fail(f"the install never got to writing the slot: {progress}")
+    s.power_cut()
+    s.start()
+    passed = ota.wait_for_slot(s, "B", seen=env.seen)
+    assert passed == ["B"], f"slots booted after the power cut: {passed}"
+    assert ota.wait_health_decided(s) == ("active", "success")
+    after = env.slots()
+    assert after.booted == "B" and after.boot_status["B"] == "good", after.describe()
+    assert after.boot_status["A"] == "bad", f"the half-written slot may boot: {after.describe()}"
+    assert env.run(f"cat {PROBE}").strip() == "written before the update"
+    assert env.run(f"cat {PROBE}.2").strip() == "written before the power cut"
+    assert env.health_endpoint() == "200 ok version=2.0"
+    status = json.loads(env.run("rauc status --output-format=json"))
+    assert status["booted"] == "B", status
