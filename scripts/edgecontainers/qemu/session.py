@@ -385,8 +385,9 @@ class Session:
         return state
 
     def power_cut(self) -> None:
-        """Pull the plug: QEMU is killed (no shutdown, no flush by the guest); the disk
-        overlay keeps what reached it.  ``start()`` powers the guest on again."""
+        """Pull the plug: QEMU stops at once (QMP ``quit``, then signals): the guest
+        gets no shutdown and what it had not written out is lost, while the disk
+        overlay keeps what reached the virtual disk.  ``start()`` powers it on again."""
         assert self.vm is not None
         self.tee.note("power cut: killing QEMU")
         self._stop_drain()
