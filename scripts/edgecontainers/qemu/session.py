@@ -182,6 +182,7 @@ class Session:
         self.console: Console | None = None
         self.ssh: SSH | None = None
         self.boot_seconds: float | None = None
+        self.watchdog_resets = 0  # resets of a hung boot by the harness (qemu/ota.py)
         self.system_state: str | None = None
         self._drain_stop: threading.Event | None = None
         self._drain_thread: threading.Thread | None = None
