@@ -229,20 +229,22 @@ def test_power_cut_during_install_boots_the_old_slot(env: Ota):
     stick = ota.mount_stick(s)
     written = _sectors_written(env, "rootfsA")
     env.run(f"systemd-run --unit=ota-test-install rauc install {stick}/update-v2.raucb")
-    # cut the power once RAUC has written 64 MiB into slot A
+    # Cut the power as soon as RAUC is writing slot A.  An adaptive install
+    # writes little (here the old content of A is mostly what v2 needs), so
+    # the first MiB that reaches the partition is the moment.
     deadline = time.monotonic() + 900
     progress = ""
     while True:
         progress = s.run("busctl get-property de.pengutronix.rauc / de.pengutronix.rauc.Installer Progress",
                          timeout=60).output.strip()  # fmt: skip
-        if _sectors_written(env, "rootfsA") - written > 64 * 2048:
+        if _sectors_written(env, "rootfsA") - written >= 2048:
             break
         done = s.run("systemctl is-active ota-test-install.service", timeout=60).output.strip()
         if done not in ("active", "activating"):
-            pytest.fail(f"the install ended ({done}) before 64 MiB reached the slot: {progress}")
+            pytest.fail(f"the install ended ({done}) before 1 MiB reached the slot: {progress}")
         if time.monotonic() > deadline:
-            pytest.fail(f"the install did not write 64 MiB within 15 minutes: {progress}")
-        time.sleep(2)
+            pytest.fail(f"the install did not write to the slot within 15 minutes: {progress}")
+        time.sleep(1)
     s.power_cut()
     s.start()
     passed = ota.wait_for_slot(s, "B", seen=env.seen)
