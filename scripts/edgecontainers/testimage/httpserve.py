@@ -76,6 +76,10 @@ class BundleServer:
                         return
                     status = HTTPStatus.PARTIAL_CONTENT
                 length = end - start + 1
+                # counted before anything is sent: once the client has the data,
+                # the counters already say so
+                with server._lock:
+                    server.requests[path.name] += 1
                 self.send_response(status)
                 self.send_header("Content-Type", "application/octet-stream")
                 self.send_header("Accept-Ranges", "bytes")
@@ -83,8 +87,6 @@ class BundleServer:
                 if status == HTTPStatus.PARTIAL_CONTENT:
                     self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
                 self.end_headers()
-                with server._lock:
-                    server.requests[path.name] += 1
                 if not body:
                     return
                 sent = 0
@@ -94,13 +96,15 @@ class BundleServer:
                         chunk = f.read(min(_CHUNK, length - sent))
                         if not chunk:
                             break
+                        with server._lock:
+                            server.bytes_sent[path.name] += len(chunk)
                         try:
                             self.wfile.write(chunk)
                         except (BrokenPipeError, ConnectionResetError):
+                            with server._lock:
+                                server.bytes_sent[path.name] -= len(chunk)
                             break
                         sent += len(chunk)
-                with server._lock:
-                    server.bytes_sent[path.name] += sent
 
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._httpd.daemon_threads = True
