@@ -43,7 +43,7 @@ from edgecontainers.qemu.vm import Drive
 from edgecontainers.testimage import bundles
 from edgecontainers.testimage.builder import Builder, ImageSpec, machine_facts
 from edgecontainers.testimage.httpserve import BundleServer
-from edgecontainers.testimage.otakit import PACKAGE_ADDED, VERSION_MARKER, build_kit
+from edgecontainers.testimage.otakit import build_kit, update_v2_files
 
 MIB = 1 << 20
 
@@ -65,8 +65,7 @@ def main() -> int:
         work = Path(tmp)
         # the same slot image as update-v2, in a bundle without the adaptive method
         busybox = builder.busybox(machine_facts(image.spec.machine).debian_arch)
-        v2 = bundles.derive_rootfs(image.rootfs_ext4, work / "rootfs-v2.ext4",
-                                   {PACKAGE_ADDED: (busybox, 0o755), VERSION_MARKER: (b"2\n", 0o644)})  # fmt: skip
+        v2 = bundles.derive_rootfs(image.rootfs_ext4, work / "rootfs-v2.ext4", update_v2_files(busybox))
         missing, total = bundles.new_blocks(image.rootfs_ext4, v2)
         figures["ideal_delta_bytes"] = missing * 4096
         figures["slot_image_bytes"] = total * 4096
@@ -84,6 +83,7 @@ def main() -> int:
             session = Session(target, boot="grub", log_path=args.log, workdir=work / "vm",
                               guestfwd=((ota.GUEST_HTTP_PORT, server.port),),
                               extra_drives=(Drive(kit.path("stick.img"), readonly=True),))  # fmt: skip
+            session.watchdog_seconds = ota.WATCHDOG_SECONDS
             with session:
                 t = time.monotonic()
                 session.wait_ready(900)

@@ -85,6 +85,7 @@ def env(request: pytest.FixtureRequest, builder, build_image, tmp_path_factory):
         guestfwd=((ota.GUEST_HTTP_PORT, server.port),),
         extra_drives=(Drive(kit.path("stick.img"), readonly=True),),
     )
+    session.watchdog_seconds = ota.WATCHDOG_SECONDS
     state = Ota(session, kit, server)
     try:
         session.start()

@@ -363,7 +363,7 @@ def test_podman_container_unhealthy_after_a_successful_restart_is_rolled_back(ri
 
 
 def test_podman_image_without_health_check_counts_as_healthy(rig: Rig):
-    """The fake answers "running " (an empty .State.Health.Status) for a container without health check."""
+    """The fake answers "running none" (no State.Health, as podman 5) for a container without health check."""
     rig.podman_image(V1, WEB, readonly=True, healthy=None)
     rig.podman_app("web", V1, notify_healthy=False)
     stick = rig.archive("app-v2.tar", (V2, [WEB], None))

@@ -22,12 +22,13 @@ import shutil
 import tempfile
 import threading
 import time
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import UsageError
 from ..tools import run
-from .console import Console, Result, _Tee
+from .console import RESTART_MARKERS, Console, Result, _Tee
 from .qemuboot import QemuBoot
 from .ssh import SSH
 from .vm import Drive, GuestError, QemuVM, StepTimeout, UserNet, VMConfig, free_port, host_ovmf, qemu_img_overlay
@@ -182,7 +183,8 @@ class Session:
         self.console: Console | None = None
         self.ssh: SSH | None = None
         self.boot_seconds: float | None = None
-        self.watchdog_resets = 0  # resets of a hung boot by the harness (qemu/ota.py)
+        self.watchdog_seconds: float | None = None  # see wait_ssh
+        self.watchdog_resets = 0
         self.system_state: str | None = None
         self._drain_stop: threading.Event | None = None
         self._drain_thread: threading.Thread | None = None
@@ -315,7 +317,7 @@ class Session:
             self.console.login(timeout=max(1.0, deadline - time.monotonic()))
             self.console.run("dmesg -n 1 2>/dev/null || true", timeout=30)
         elif self.ssh is not None:
-            self._wait_ssh(deadline, not_boot_id)
+            self.wait_ssh(deadline, {not_boot_id} if not_boot_id else ())
         else:
             raise UsageError(
                 f"{self.target.name}: production image without an SSH key and no serial login; "
@@ -328,19 +330,32 @@ class Session:
         self.tee.note(f"ready after {self.boot_seconds:.1f}s: {self.system_state}")
         return self.system_state
 
-    def _wait_ssh(self, deadline: float, not_boot_id: str | None = None) -> None:
+    def wait_ssh(self, deadline: float, not_boot_ids: Collection[str] = ()) -> None:
+        """Until SSH answers from a boot not in ``not_boot_ids`` (monotonic ``deadline``).
+        With ``watchdog_seconds`` set, a guest from which no boot answers for that
+        long is reset, as a device's hardware watchdog would reset a hung boot."""
         assert self.ssh is not None and self.vm is not None
+        quiet_since = time.monotonic()
         while True:
             if not self.vm.alive:
                 raise self.fail("QEMU exited before SSH answered")
             try:
                 res = self.ssh.run(BOOT_ID, timeout=30)
-                if res.ok and res.output.strip() != not_boot_id:
-                    return
+                if res.ok and res.output.strip():
+                    if res.output.strip() not in not_boot_ids:
+                        return
+                    quiet_since = time.monotonic()  # the old boot still answers
             except GuestError:
                 pass
-            if time.monotonic() > deadline:
+            now = time.monotonic()
+            if now > deadline:
                 raise self.fail("no SSH login before the deadline", StepTimeout)
+            if self.watchdog_seconds and now - quiet_since > self.watchdog_seconds:
+                self.tee.note(f"no boot answered for {self.watchdog_seconds:.0f}s: resetting the guest, "
+                              "as its watchdog would")  # fmt: skip
+                self.vm.qmp("system_reset")
+                self.watchdog_resets += 1
+                quiet_since = now
             time.sleep(3)
 
     def fail(self, message: str, cls: type[GuestError] = GuestError) -> GuestError:
@@ -364,22 +379,26 @@ class Session:
     def boot_id(self) -> str:
         return self.run(BOOT_ID, timeout=60, check=True).output.strip()
 
-    def reboot(self, timeout: float = 900) -> str:
-        """Reboot the guest (the disk overlay persists) and wait until the new boot is
-        ready; returns its system state."""
+    def request_reboot(self) -> None:
+        """``systemctl reboot`` in the guest; on the serial console, wait until the
+        console shows the restart, so that the next login is the new boot's (the
+        old shell may still print a prompt before it dies)."""
         assert self.vm is not None and self.console is not None
-        old = self.boot_id()
-        self.tee.note(f"reboot (boot {old})")
+        self.tee.note("reboot (systemctl reboot)")
         self.vm.started_at = time.monotonic()
         if self.target.console_login:
             self.console.sendline("systemctl reboot")
-            self.console.logged_in = False
-            # The old shell may still print a prompt before it dies: wait until the
-            # console shows the restart, so the login below is the new boot's.
-            self.wait_restart(min(timeout, 300))
+            self.wait_restart(300)
         else:
             with contextlib.suppress(GuestError):  # the connection drops
                 self.run("systemctl reboot", timeout=30)
+
+    def reboot(self, timeout: float = 900) -> str:
+        """Reboot the guest (the disk overlay persists) and wait until the new boot is
+        ready; returns its system state."""
+        old = self.boot_id()
+        self.tee.note(f"boot {old} ends")
+        self.request_reboot()
         state = self.wait_ready(timeout, not_boot_id=old)
         if self.boot_id() == old:
             raise self.fail("the guest did not reboot")
@@ -399,8 +418,6 @@ class Session:
     def wait_restart(self, timeout: float = 600) -> None:
         """Wait until the console shows that the guest restarts (a reboot the guest
         decided itself, e.g. after a failed health check, or one just requested)."""
-        from .console import RESTART_MARKERS
-
         assert self.console is not None
         draining = self._drain_thread is not None
         self._stop_drain()

@@ -114,6 +114,11 @@ def build_kit(builder: Builder, image: TestImage, *, force: bool = False) -> Ota
     return OtaKit(final, settings, image)
 
 
+def update_v2_files(busybox: bytes) -> dict[str, tuple[bytes, int]]:
+    """What update-v2 changes in the image's slot image: one package and the marker."""
+    return {PACKAGE_ADDED: (busybox, 0o755), VERSION_MARKER: (b"2\n", 0o644)}
+
+
 def _build(builder: Builder, image: TestImage, settings: BundleSettings, work: Path) -> dict:
     key_dir = builder.rauc_key_dir
     info: dict = {"compatible": settings.compatible, "format": settings.format, "adaptive": settings.adaptive}
@@ -121,10 +126,7 @@ def _build(builder: Builder, image: TestImage, settings: BundleSettings, work: P
     busybox = builder.busybox(machine_facts(image.spec.machine).debian_arch)
 
     log.info("ota kit: update-v2 (one package added)")
-    v2 = derive_rootfs(base, work / "rootfs-v2.ext4", {
-        PACKAGE_ADDED: (busybox, 0o755),
-        VERSION_MARKER: (b"2\n", 0o644),
-    })  # fmt: skip
+    v2 = derive_rootfs(base, work / "rootfs-v2.ext4", update_v2_files(busybox))
     make_bundle(v2, work / "update-v2.raucb", settings, key_dir, version="2.0.0",
                 description="OTA test: one package added")  # fmt: skip
     info["package_added_bytes"] = len(busybox)

@@ -91,6 +91,17 @@ def health_words(healthy: bool | None) -> str:
     return {True: "healthy", False: "unhealthy", None: ""}[healthy]
 
 
+def load(store, args: list[str], argv: list[str], engine: str) -> None:
+    """`podman load` / `docker load --quiet --input FILE`: the same for both engines."""
+    opts, rest = options(args, {"--input"}, {"--quiet"}, engine)
+    if rest or "--input" not in opts:
+        unsupported(engine, argv)
+    for image in read_archive(opts["--input"]):
+        store.add(image)
+        for name in image.get("names", []):
+            print(f"Loaded image: {name}")
+
+
 def read_archive(path: str) -> list[dict]:
     import json  # only here: an archive is written by hand in a test, readable
 
@@ -216,13 +227,7 @@ def podman(state: dict, argv: list[str]) -> None:
             for _ in img["names"] or [None]:
                 print(f"sha256:{img['id']} {str(bool(img.get('readonly'))).lower()}")
     elif cmd == "load":
-        opts, rest = options(args, {"--input"}, {"--quiet"}, "podman")
-        if rest or "--input" not in opts:
-            unsupported("podman", argv)
-        for image in read_archive(opts["--input"]):
-            store.add(image)
-            for name in image.get("names", []):
-                print(f"Loaded image: {name}")
+        load(store, args, argv, "podman")
     elif cmd == "pull":
         opts, refs = options(args, set(), {"--quiet"}, "podman")
         if len(refs) != 1:
@@ -390,13 +395,7 @@ def docker(state: dict, argv: list[str]) -> None:
             raise Fail(f'Error parsing reference: "{args[1]}" is not a valid repository/tag', 1)
         store.add_name(src, args[1])
     elif cmd == "load":
-        opts, rest = options(args, {"--input"}, {"--quiet"}, "docker")
-        if rest or "--input" not in opts:
-            unsupported("docker", argv)
-        for image in read_archive(opts["--input"]):
-            store.add(image)
-            for name in image.get("names", []):
-                print(f"Loaded image: {name}")
+        load(store, args, argv, "docker")
     else:
         unsupported("docker", argv)
 
