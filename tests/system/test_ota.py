@@ -94,6 +94,7 @@ def env(request: pytest.FixtureRequest, builder, build_image, tmp_path_factory):
         yield state
     finally:
         state.figures["watchdog_resets"] = session.watchdog_resets
+        state.figures["power_cycles"] = session.power_cycles
         RESULTS.mkdir(parents=True, exist_ok=True)
         (RESULTS / "ota-figures.json").write_text(json.dumps(state.figures, indent=1) + "\n")
         session.poweroff(90)

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import re
+import threading
 import time
 from collections import deque
 from collections.abc import Sequence
@@ -59,50 +60,60 @@ class _Tee:
         self.lines: deque[str] = deque(maxlen=TAIL_LINES)
         self._partial = ""
         self.extra: TextIO | None = None  # a second log (the current test's)
+        # the console reader thread writes while the harness attaches, notes and reads
+        self._lock = threading.Lock()
 
     def attach(self, path: Path) -> None:
         """Also write to ``path`` (one test's console log) until :meth:`detach`."""
-        self.detach()
         path.parent.mkdir(parents=True, exist_ok=True)
-        self.extra = path.open("a", encoding="utf-8", errors="replace")
+        extra = path.open("a", encoding="utf-8", errors="replace")
+        with self._lock:
+            old, self.extra = self.extra, extra
+        if old:
+            old.close()
 
     def detach(self) -> None:
-        if self.extra:
-            self.extra.close()
-            self.extra = None
+        with self._lock:
+            old, self.extra = self.extra, None
+        if old:
+            old.close()
 
     def write(self, data: str) -> None:
-        if self.file:
-            self.file.write(data)
-        if self.extra:
-            self.extra.write(data)
-        text = (self._partial + data).replace("\r", "")
-        parts = text.split("\n")
-        self._partial = parts.pop()
-        self.lines.extend(parts)
+        with self._lock:
+            for f in (self.file, self.extra):
+                if f:
+                    f.write(data)
+            text = (self._partial + data).replace("\r", "")
+            parts = text.split("\n")
+            self._partial = parts.pop()
+            self.lines.extend(parts)
 
     def flush(self) -> None:
-        for f in (self.file, self.extra):
-            if f:
-                f.flush()
+        with self._lock:
+            for f in (self.file, self.extra):
+                if f:
+                    f.flush()
 
     def note(self, text: str) -> None:
         """A harness note in the log (not console output)."""
         line = f"\n[harness {time.strftime('%H:%M:%S')}] {text}\n"
-        for f in (self.file, self.extra):
-            if f:
-                f.write(line)
-                f.flush()
+        with self._lock:
+            for f in (self.file, self.extra):
+                if f:
+                    f.write(line)
+                    f.flush()
 
     def tail(self, n: int = TAIL_LINES) -> str:
-        lines = [*self.lines, self._partial] if self._partial else list(self.lines)
+        with self._lock:
+            lines = [*self.lines, self._partial] if self._partial else list(self.lines)
         return "\n".join(lines[-n:])
 
     def close(self) -> None:
         self.detach()
-        if self.file:
-            self.file.close()
-            self.file = None
+        with self._lock:
+            old, self.file = self.file, None
+        if old:
+            old.close()
 
 
 class Console:

@@ -128,13 +128,15 @@ def wait_health_decided(s: Session, timeout: float = 600) -> tuple[str, str]:
 
 # A device resets itself through its hardware watchdog when a boot hangs, and
 # the bootloader's boot counter takes it from there; in the OTA scenarios the
-# harness plays that watchdog (Session.wait_ssh).  Under TCG an OVMF -> GRUB ->
-# kernel hand-off was seen to hang once in a few dozen boots; the next attempt
-# of the same slot booted.
+# harness plays that watchdog (Session.wait_ssh; it also resets a guest hung in
+# a kernel panic, and power-cycles one that a reset did not restart).  Under
+# TCG an OVMF -> GRUB -> kernel hand-off was seen to hang once in a few dozen
+# boots, and a kernel to oops and hang in panic() once; the next attempt of the
+# same slot booted.
 WATCHDOG_SECONDS = 600.0
 
 
-def wait_for_slot(s: Session, slot: str, *, seen: set[str], timeout: float = 2400) -> list[str]:
+def wait_for_slot(s: Session, slot: str, *, seen: set[str], timeout: float = 1800) -> list[str]:
     """Wait for a boot, other than the boots in ``seen``, that runs from ``slot`` and
     stays up until the health gate has decided; boots of other slots on the way
     (a slot that fails and reboots by itself) are recorded and waited out.  Returns
@@ -171,7 +173,7 @@ def wait_for_slot(s: Session, slot: str, *, seen: set[str], timeout: float = 240
             time.sleep(3)
 
 
-def reboot_into(s: Session, slot: str, *, seen: set[str], timeout: float = 2400) -> list[str]:
+def reboot_into(s: Session, slot: str, *, seen: set[str], timeout: float = 1800) -> list[str]:
     """Reboot (as the update procedure does after an install) and wait for ``slot``."""
     seen.add(s.boot_id())
     s.request_reboot()

@@ -35,6 +35,15 @@ from .vm import Drive, GuestError, QemuVM, StepTimeout, UserNet, VMConfig, free_
 
 GUEST_APP_PORT = 8080  # the demo app's published port
 BOOT_ID = "cat /proc/sys/kernel/random/boot_id"
+# The watchdog of wait_ssh.  The layer's kernel command line has panic=10, so a
+# guest that panics restarts by itself; one that shows no restart well after
+# its panic is hung (seen once under TCG: an "Oops: int3" during text patching
+# that hung in panic()).  A reset that the console does not follow with a
+# restart within RESET_CONFIRM_SECONDS means QEMU did not carry it out: then
+# the harness pulls the plug and powers the guest on again.
+PANIC_MARKER = r"Kernel panic - not syncing"
+PANIC_GRACE_SECONDS = 60.0
+RESET_CONFIRM_SECONDS = 120.0
 # Direct boot has no EFI firmware, so systemd's gpt-auto-generator would look for
 # the ESP itself and automount it at /efi (a failed unit on the read-only root).
 # On the device GRUB boots through EFI and it does not; the layer mounts the ESP
@@ -185,6 +194,10 @@ class Session:
         self.boot_seconds: float | None = None
         self.watchdog_seconds: float | None = None  # see wait_ssh
         self.watchdog_resets = 0
+        self.power_cycles = 0
+        # what the console reader saw (monotonic times; see _start_drain)
+        self.panicked_at: float | None = None
+        self.restarted_at = 0.0
         self.system_state: str | None = None
         self._drain_stop: threading.Event | None = None
         self._drain_thread: threading.Thread | None = None
@@ -256,23 +269,36 @@ class Session:
 
     # ------------------------------------------------------------ console draining
     # When the harness talks SSH, nobody would read the serial console and QEMU
-    # would stall on a full pty; a thread keeps reading it into the log.
+    # would stall on a full pty; a thread keeps reading it into the log, and
+    # notes kernel panics and restarts for the watchdog of wait_ssh.
     def _start_drain(self) -> None:
         import pexpect
 
         assert self.console is not None
         spawn = self.console.spawn
         stop = threading.Event()
+        patterns = [PANIC_MARKER, *RESTART_MARKERS, pexpect.TIMEOUT, pexpect.EOF]
 
         def drain() -> None:
             while not stop.is_set():
                 try:
-                    spawn.expect([pexpect.TIMEOUT, pexpect.EOF], timeout=0.5)
+                    i = spawn.expect(patterns, timeout=0.5)
+                except Exception as exc:  # a reader that stopped would stall the guest
                     if not spawn.isalive():
                         return
+                    self.tee.note(f"console reader: {type(exc).__name__}: {exc}")
                     spawn.buffer = ""
-                except Exception:
+                    time.sleep(0.5)
+                    continue
+                if i == 0:
+                    self.panicked_at = time.monotonic()
+                elif i <= len(RESTART_MARKERS):
+                    self.panicked_at = None
+                    self.restarted_at = time.monotonic()
+                elif i == len(patterns) - 1:  # EOF: QEMU exited
                     return
+                else:  # keep a tail, so that a marker split across two reads is still seen
+                    spawn.buffer = spawn.buffer[-200:]
 
         self._drain_stop = stop
         self._drain_thread = threading.Thread(target=drain, name="console-drain", daemon=True)
@@ -332,10 +358,14 @@ class Session:
 
     def wait_ssh(self, deadline: float, not_boot_ids: Collection[str] = ()) -> None:
         """Until SSH answers from a boot not in ``not_boot_ids`` (monotonic ``deadline``).
-        With ``watchdog_seconds`` set, a guest from which no boot answers for that
-        long is reset, as a device's hardware watchdog would reset a hung boot."""
+
+        With ``watchdog_seconds`` set, the harness plays the device's hardware
+        watchdog: a guest from which no boot answers for that long, or that
+        panicked and did not restart, is reset (QMP ``system_reset``); if the
+        console shows no restart after the reset, the guest is powered off and on."""
         assert self.ssh is not None and self.vm is not None
         quiet_since = time.monotonic()
+        reset_at: float | None = None
         while True:
             if not self.vm.alive:
                 raise self.fail("QEMU exited before SSH answered")
@@ -350,13 +380,40 @@ class Session:
             now = time.monotonic()
             if now > deadline:
                 raise self.fail("no SSH login before the deadline", StepTimeout)
-            if self.watchdog_seconds and now - quiet_since > self.watchdog_seconds:
-                self.tee.note(f"no boot answered for {self.watchdog_seconds:.0f}s: resetting the guest, "
-                              "as its watchdog would")  # fmt: skip
-                self.vm.qmp("system_reset")
-                self.watchdog_resets += 1
-                quiet_since = now
+            if self.watchdog_seconds:
+                if reset_at is not None and self.restarted_at < reset_at and now - reset_at > RESET_CONFIRM_SECONDS:
+                    self._power_cycle(f"the console showed no restart {RESET_CONFIRM_SECONDS:.0f}s after the reset")
+                    reset_at, quiet_since = None, time.monotonic()
+                    continue
+                reason = None
+                if self.panicked_at is not None and now - self.panicked_at > PANIC_GRACE_SECONDS:
+                    reason = f"the kernel panicked and the guest did not restart within {PANIC_GRACE_SECONDS:.0f}s"
+                elif now - quiet_since > self.watchdog_seconds:
+                    reason = f"no boot answered for {self.watchdog_seconds:.0f}s"
+                if reason:
+                    reset_at = self._watchdog_reset(reason)
+                    quiet_since = time.monotonic()
             time.sleep(3)
+
+    def _watchdog_reset(self, reason: str) -> float | None:
+        """Reset the guest as its watchdog would; the reset's time (None: power-cycled)."""
+        assert self.vm is not None
+        self.tee.note(f"{reason}: resetting the guest, as its watchdog would")
+        self.watchdog_resets += 1
+        self.panicked_at = None
+        at = time.monotonic()
+        try:
+            self.vm.qmp("system_reset")
+        except (GuestError, OSError) as exc:
+            self._power_cycle(f"QMP system_reset failed ({exc})")
+            return None
+        return at
+
+    def _power_cycle(self, reason: str) -> None:
+        self.tee.note(f"{reason}: power cycle")
+        self.power_cycles += 1
+        self.power_cut()
+        self.start()
 
     def fail(self, message: str, cls: type[GuestError] = GuestError) -> GuestError:
         self.tee.flush()
