@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import re
 import sys
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -203,11 +204,28 @@ def booted(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
         target = BootTarget.from_qemuboot(find_qemuboot(image.qemuboot))
         machine = image.spec.machine
     CONSOLE_DIR.mkdir(parents=True, exist_ok=True)
-    session = Session(target, boot=plan.boot, log_path=CONSOLE_DIR / f"boot-{plan.id}.log",
-                      workdir=tmp_path_factory.mktemp(f"boot-{plan.id}"))  # fmt: skip
+    for attempt in (1, 2):
+        session = Session(target, boot=plan.boot, log_path=CONSOLE_DIR / f"boot-{plan.id}.log",
+                          workdir=tmp_path_factory.mktemp(f"boot-{plan.id}"))  # fmt: skip
+        try:
+            session.start()
+            session.wait_ready(BOOT_TIMEOUT)
+        except BaseException:
+            session.poweroff(90)
+            session.close()
+            raise
+        if not session.tee.emulator_faults or attempt == 2:
+            break
+        # An emulator fault before the guest was ready (the kernel then panics and
+        # reboots): these tests are about one clean first boot, so that boot is
+        # discarded and the image booted again on a fresh disk, once.
+        message = (f"{plan.id}: the guest kernel hit the emulator's int3 fault before it was ready "
+                   f"({session.tee.emulator_faults[0].strip()}); booting again on a fresh disk")  # fmt: skip
+        session.tee.note(message)
+        warnings.warn(pytest.PytestWarning(message), stacklevel=1)
+        session.poweroff(90)
+        session.close()
     try:
-        session.start()
-        session.wait_ready(BOOT_TIMEOUT)
         engine = target.engine or _detect_engine(session)
         expected = Expected(Layer(machine, engine, plan.variant == "dev"))
         yield Booted(plan, session, expected, image, target)
@@ -246,4 +264,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
         booted = item.funcargs.get("booted")  # type: ignore[attr-defined]
         if booted is not None:
             report.sections.append(("console (last 50 lines)", booted.session.tee.tail(50)))
+            faults = booted.session.tee.emulator_faults
+            if faults:
+                text = "the guest kernel hit the TCG int3 fault in this session (docs/testing.md):\n"
+                report.sections.append(("emulator fault", text + "\n".join(faults)))
     return report

@@ -3,7 +3,8 @@ a fake QEMU that prints a guest's console and answers QMP: a guest that panics
 and hangs is reset soon after the panic (not after the long silence limit), a
 reset that QEMU does not carry out is followed by a power cycle, and without a
 watchdog nothing is reset.  Also: the console log survives its reader thread
-writing while the harness switches per-test logs."""
+writing while the harness switches per-test logs, and tells the emulator's
+int3 fault apart from other kernel oopses."""
 
 from __future__ import annotations
 
@@ -148,3 +149,12 @@ def test_console_log_while_the_reader_writes_and_tests_switch_logs(tmp_path):
     tee.close()
     assert errors == []
     assert "line 0" in (tmp_path / "console.log").read_text()
+
+
+def test_the_emulators_int3_fault_is_told_apart_from_other_console_lines(tmp_path):
+    tee = _Tee(tmp_path / "console.log")
+    tee.write("[   68.910333] Oops: in")  # a line may arrive in pieces
+    tee.write("t3: 0000 [#1] PREEMPT SMP NOPTI\r\n[   68.91] RIP: 0010:can_migrate_task+0x3c/0x500\r\n")
+    tee.write("[   70.1] Oops: general protection fault: 0000 [#2]\r\n")
+    tee.close()
+    assert tee.emulator_faults == ["[   68.910333] Oops: int3: 0000 [#1] PREEMPT SMP NOPTI"]
