@@ -204,6 +204,9 @@ def test_ctrl_c_while_writing_says_the_device_is_partly_written(image, fake_bmap
         monkeypatch.setenv(key, value)
     monkeypatch.setenv("FAKE_BMAPTOOL_SLEEP", "30")
     info = inspect_image(image, use_bmap=False)
+    # Ctrl-C as in a terminal: a runner started in the background (sh's "cmd &")
+    # passes SIGINT on ignored, and Python then installs no handler for it
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     timer = threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT))
     timer.start()
     try:
@@ -211,6 +214,7 @@ def test_ctrl_c_while_writing_says_the_device_is_partly_written(image, fake_bmap
             flashing.write(info, Path("/dev/sdz"))
     finally:
         timer.cancel()
+        signal.signal(signal.SIGINT, previous)
     assert exc.value.exit_code == 130
 
 
