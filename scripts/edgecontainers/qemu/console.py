@@ -30,14 +30,14 @@ _SET_PROMPT = "export PS1='EDGE-''PROMPT# ' PS2='' PROMPT_COMMAND=''"
 LOGIN_PROMPT = r"login: "
 PASSWORD_PROMPT = r"[Pp]assword: ?"
 SHELL_PROMPT = r"[#$] $"
-# What the console shows once a reboot is under way: the kernel's last words, or
-# the first ones of the firmware, bootloader or kernel of the next boot.
 # A fault of the emulator, not of the guest: under multi-threaded TCG (QEMU 7.2
 # here) a vCPU can run stale code while another patches the kernel's text
 # (static keys; seen in the scheduler when a container with a CPU quota starts)
 # and the kernel reports an int3 it did not place.  The harness counts these
 # lines (_Tee.emulator_faults) so that a boot hit by one can be told apart.
 EMULATOR_FAULT = re.compile(r"Oops: int3\b")
+# What the console shows once a reboot is under way: the kernel's last words, or
+# the first ones of the firmware, bootloader or kernel of the next boot.
 RESTART_MARKERS = [r"reboot: Restarting system", r"BdsDxe", r"U-Boot \d{4}\.", r"GNU GRUB", r"Linux version \d"]
 
 
