@@ -32,8 +32,8 @@ PASSWORD_PROMPT = r"[Pp]assword: ?"
 SHELL_PROMPT = r"[#$] $"
 # A fault of the emulator, not of the guest: under multi-threaded TCG (QEMU 7.2
 # here) a vCPU can run stale code while another patches the kernel's text
-# (static keys; seen in the scheduler when a container with a CPU quota starts)
-# and the kernel reports an int3 it did not place.  The harness counts these
+# (static keys; seen in the scheduler about when the containers start) and the
+# kernel reports an int3 it did not place.  The harness counts these
 # lines (_Tee.emulator_faults) so that a boot hit by one can be told apart.
 EMULATOR_FAULT = re.compile(r"Oops: int3\b")
 # What the console shows once a reboot is under way: the kernel's last words, or
