@@ -39,6 +39,8 @@ EMULATOR_FAULT = re.compile(r"Oops: int3\b")
 # What the console shows once a reboot is under way: the kernel's last words, or
 # the first ones of the firmware, bootloader or kernel of the next boot.
 RESTART_MARKERS = [r"reboot: Restarting system", r"BdsDxe", r"U-Boot \d{4}\.", r"GNU GRUB", r"Linux version \d"]
+_RESTART = re.compile("|".join(RESTART_MARKERS))
+PANIC_MARKER = "Kernel panic - not syncing"
 
 
 @dataclass(frozen=True)
@@ -66,7 +68,10 @@ class _Tee:
         self.lines: deque[str] = deque(maxlen=TAIL_LINES)
         self._partial = ""
         self.extra: TextIO | None = None  # a second log (the current test's)
-        self.emulator_faults: list[str] = []  # console lines matching EMULATOR_FAULT
+        # what the console lines said, for the harness's watchdog and fault reports
+        self.emulator_faults: list[str] = []  # lines matching EMULATOR_FAULT
+        self.panicked_at: float | None = None  # monotonic time of a kernel panic not yet followed by a restart
+        self.restarted_at = 0.0  # monotonic time of the last restart marker
         # the console reader thread writes while the harness attaches, notes and reads
         self._lock = threading.Lock()
 
@@ -94,7 +99,14 @@ class _Tee:
             parts = text.split("\n")
             self._partial = parts.pop()
             self.lines.extend(parts)
-            self.emulator_faults += [line for line in parts if EMULATOR_FAULT.search(line)]
+            for line in parts:
+                if EMULATOR_FAULT.search(line):
+                    self.emulator_faults.append(line)
+                if PANIC_MARKER in line:
+                    self.panicked_at = time.monotonic()
+                elif _RESTART.search(line):
+                    self.panicked_at = None
+                    self.restarted_at = time.monotonic()
 
     def flush(self) -> None:
         with self._lock:

@@ -99,12 +99,6 @@ def mount_stick(s: Session) -> str:
     return STICK_MOUNT
 
 
-def health_result(s: Session) -> tuple[str, str]:
-    """(ActiveState, Result) of the health gate."""
-    props = _health_props(s)
-    return props.get("ActiveState", ""), props.get("Result", "")
-
-
 def _health_props(s: Session) -> dict[str, str]:
     out = s.run(f"systemctl show -p ActiveState -p Result -p ConditionResult -p ConditionTimestampMonotonic "
                 f"{HEALTH_UNIT}", timeout=60).output  # fmt: skip

@@ -41,7 +41,6 @@ BOOT_ID = "cat /proc/sys/kernel/random/boot_id"
 # that hung in panic()).  A reset that the console does not follow with a
 # restart within RESET_CONFIRM_SECONDS means QEMU did not carry it out: then
 # the harness pulls the plug and powers the guest on again.
-PANIC_MARKER = r"Kernel panic - not syncing"
 PANIC_GRACE_SECONDS = 60.0
 RESET_CONFIRM_SECONDS = 120.0
 # Direct boot has no EFI firmware, so systemd's gpt-auto-generator would look for
@@ -195,9 +194,6 @@ class Session:
         self.watchdog_seconds: float | None = None  # see wait_ssh
         self.watchdog_resets = 0
         self.power_cycles = 0
-        # what the console reader saw (monotonic times; see _start_drain)
-        self.panicked_at: float | None = None
-        self.restarted_at = 0.0
         self.system_state: str | None = None
         self._drain_stop: threading.Event | None = None
         self._drain_thread: threading.Thread | None = None
@@ -269,36 +265,31 @@ class Session:
 
     # ------------------------------------------------------------ console draining
     # When the harness talks SSH, nobody would read the serial console and QEMU
-    # would stall on a full pty; a thread keeps reading it into the log, and
-    # notes kernel panics and restarts for the watchdog of wait_ssh.
+    # would stall on a full pty; a thread keeps reading it into the log (whose
+    # _Tee notes panics and restarts for the watchdog of wait_ssh).
     def _start_drain(self) -> None:
         import pexpect
 
         assert self.console is not None
         spawn = self.console.spawn
         stop = threading.Event()
-        patterns = [PANIC_MARKER, *RESTART_MARKERS, pexpect.TIMEOUT, pexpect.EOF]
 
         def drain() -> None:
             while not stop.is_set():
                 try:
-                    i = spawn.expect(patterns, timeout=0.5)
-                except Exception as exc:  # a reader that stopped would stall the guest
+                    spawn.expect([pexpect.TIMEOUT, pexpect.EOF], timeout=0.5)
                     if not spawn.isalive():
                         return
-                    self.tee.note(f"console reader: {type(exc).__name__}: {exc}")
                     spawn.buffer = ""
+                except Exception as exc:  # QEMU gone, or an error: a reader that stopped would stall the guest
+                    try:
+                        alive = not stop.is_set() and spawn.isalive()
+                    except Exception:  # QEMU reaped meanwhile by the harness
+                        alive = False
+                    if not alive:
+                        return
+                    self.tee.note(f"console reader: {type(exc).__name__}: {exc}")
                     time.sleep(0.5)
-                    continue
-                if i == 0:
-                    self.panicked_at = time.monotonic()
-                elif i <= len(RESTART_MARKERS):
-                    self.panicked_at = None
-                    self.restarted_at = time.monotonic()
-                elif i == len(patterns) - 1:  # EOF: QEMU exited
-                    return
-                else:  # keep a tail, so that a marker split across two reads is still seen
-                    spawn.buffer = spawn.buffer[-200:]
 
         self._drain_stop = stop
         self._drain_thread = threading.Thread(target=drain, name="console-drain", daemon=True)
@@ -381,12 +372,12 @@ class Session:
             if now > deadline:
                 raise self.fail("no SSH login before the deadline", StepTimeout)
             if self.watchdog_seconds:
-                if reset_at is not None and self.restarted_at < reset_at and now - reset_at > RESET_CONFIRM_SECONDS:
+                if reset_at is not None and self.tee.restarted_at < reset_at and now - reset_at > RESET_CONFIRM_SECONDS:
                     self._power_cycle(f"the console showed no restart {RESET_CONFIRM_SECONDS:.0f}s after the reset")
                     reset_at, quiet_since = None, time.monotonic()
                     continue
                 reason = None
-                if self.panicked_at is not None and now - self.panicked_at > PANIC_GRACE_SECONDS:
+                if self.tee.panicked_at is not None and now - self.tee.panicked_at > PANIC_GRACE_SECONDS:
                     reason = f"the kernel panicked and the guest did not restart within {PANIC_GRACE_SECONDS:.0f}s"
                 elif now - quiet_since > self.watchdog_seconds:
                     reason = f"no boot answered for {self.watchdog_seconds:.0f}s"
@@ -400,7 +391,7 @@ class Session:
         assert self.vm is not None
         self.tee.note(f"{reason}: resetting the guest, as its watchdog would")
         self.watchdog_resets += 1
-        self.panicked_at = None
+        self.tee.panicked_at = None
         at = time.monotonic()
         try:
             self.vm.qmp("system_reset")
