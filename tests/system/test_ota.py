@@ -19,7 +19,7 @@ import urllib.request
 from dataclasses import dataclass, field
 
 import pytest
-from conftest import CONSOLE_DIR, RESULTS
+from conftest import CONSOLE_DIR, RESULTS, report_harness_events
 
 from edgecontainers.qemu import ota
 from edgecontainers.qemu.qemuboot import find_qemuboot
@@ -107,10 +107,14 @@ def _console_per_test(request: pytest.FixtureRequest, env: Ota):
     path = CONSOLE_DIR / f"ota-{request.node.name}.log"
     path.unlink(missing_ok=True)
     env.session.tee.attach(path)
+    resets = env.session.watchdog_resets + env.session.power_cycles
     try:
         yield
     finally:
         env.session.tee.detach()
+        report_harness_events(request.node, env.session)
+        # per scenario in ota-figures.json: resets and power cycles the harness's watchdog needed
+        env.figures[f"{request.node.name}:watchdog"] = env.session.watchdog_resets + env.session.power_cycles - resets
 
 
 @pytest.fixture(autouse=True)

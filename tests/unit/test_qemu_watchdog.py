@@ -20,7 +20,7 @@ from edgecontainers.qemu import session as session_mod
 from edgecontainers.qemu.console import Result, _Tee
 from edgecontainers.qemu.qemuboot import find_qemuboot, write_qemuboot
 from edgecontainers.qemu.session import BootTarget, Session
-from edgecontainers.qemu.vm import GuestError, StepTimeout
+from edgecontainers.qemu.vm import GuestError, GuestPanicked, StepTimeout
 
 FAKE_QEMU = Path(__file__).parent / "fakes" / "qemu"
 
@@ -59,6 +59,14 @@ def guest(tmp_path, monkeypatch):
 
         def run(self, command: str, timeout: float = 120, check: bool = False) -> Result:
             booted = state / "booted"
+            if booted.exists() and command.startswith("systemctl is-system-running"):
+                if booted.read_text() == "1" and os.environ["FAKE_QEMU_SCENARIO"] == "panic-during-wait":
+                    (state / "panic-now").touch()  # the kernel panics while systemd is still starting
+                    while not (state / "panicked").exists():
+                        time.sleep(0.05)
+                    time.sleep(1.5)  # the console reader takes the panic lines into the log
+                    raise GuestError("ssh: Connection reset by peer")
+                return Result(command, 0, "running\n")
             if booted.exists():
                 return Result(command, 0, f"boot-{booted.read_text()}\n")
             raise GuestError("ssh: Connection timed out during banner exchange")
@@ -114,6 +122,25 @@ def test_without_a_watchdog_a_hung_guest_is_left_alone(guest):
     with pytest.raises(StepTimeout, match="no SSH login before the deadline"):
         s.wait_ssh(time.monotonic() + 8, {"boot-before"})
     assert (s.watchdog_resets, _count(state, "reset")) == (0, 0)
+
+
+def test_a_panic_during_is_system_running_is_named_without_a_watchdog(guest):
+    s, state = guest("panic-during-wait", watchdog=None)
+    with pytest.raises(GuestPanicked, match="the guest kernel panicked during 'systemctl is-system-running --wait'"):
+        s.wait_ready(120)
+    assert (s.watchdog_resets, _count(state, "reset")) == (0, 0)
+
+
+def test_a_panic_during_is_system_running_is_recovered_by_the_watchdog_and_reported(guest):
+    s, state = guest("panic-during-wait")
+    t = time.monotonic()
+    assert s.wait_ready(120) == "running"
+    assert time.monotonic() - t < 60
+    assert (s.watchdog_resets, _count(state, "reset"), _count(state, "boot")) == (1, 1, 2)
+    assert len(s.events) == 2, s.events
+    assert s.events[0].startswith("the guest kernel panicked during 'systemctl is-system-running --wait'")
+    assert "Kernel panic - not syncing: Fatal exception in interrupt" in s.events[0]
+    assert s.events[1].startswith("the kernel panicked and the guest did not restart within 1s: resetting the guest")
 
 
 def test_console_log_while_the_reader_writes_and_tests_switch_logs(tmp_path):

@@ -21,7 +21,7 @@ from typing import TextIO
 
 import pexpect
 
-from .vm import GuestError, StepTimeout
+from .vm import GuestError, GuestPanicked, StepTimeout
 
 TAIL_LINES = 50
 PROMPT = "EDGE-PROMPT# "
@@ -41,6 +41,7 @@ EMULATOR_FAULT = re.compile(r"Oops: int3\b")
 RESTART_MARKERS = [r"reboot: Restarting system", r"BdsDxe", r"U-Boot \d{4}\.", r"GNU GRUB", r"Linux version \d"]
 _RESTART = re.compile("|".join(RESTART_MARKERS))
 PANIC_MARKER = "Kernel panic - not syncing"
+_PANIC_LINE = re.escape(PANIC_MARKER) + r"[^\r\n]*"
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,7 @@ class _Tee:
         # what the console lines said, for the harness's watchdog and fault reports
         self.emulator_faults: list[str] = []  # lines matching EMULATOR_FAULT
         self.panicked_at: float | None = None  # monotonic time of a kernel panic not yet followed by a restart
+        self.panics: list[tuple[float, str]] = []  # every panic line seen, with its monotonic time
         self.restarted_at = 0.0  # monotonic time of the last restart marker
         # the console reader thread writes while the harness attaches, notes and reads
         self._lock = threading.Lock()
@@ -104,9 +106,15 @@ class _Tee:
                     self.emulator_faults.append(line)
                 if PANIC_MARKER in line:
                     self.panicked_at = time.monotonic()
+                    self.panics.append((self.panicked_at, line.strip()))
                 elif _RESTART.search(line):
                     self.panicked_at = None
                     self.restarted_at = time.monotonic()
+
+    def panic_since(self, since: float) -> str | None:
+        """The first kernel panic line the console showed at or after ``since`` (monotonic)."""
+        with self._lock:
+            return next((line for at, line in self.panics if at >= since), None)
 
     def flush(self) -> None:
         with self._lock:
@@ -227,7 +235,11 @@ class Console:
         self.tee.note(f"run: {command}")
         # The marker's text in the command differs from what echo prints.
         self.sendline(f'{command}; echo __RC{n}"="$?__')
-        self.expect([rf"__RC{n}=(\d+)__\r*\n"], timeout, f"command '{command[:200]}'")
+        step = f"command '{command[:200]}'"
+        if self.expect([rf"__RC{n}=(\d+)__\r*\n", _PANIC_LINE], timeout, step) == 1:
+            self.logged_in = False
+            panic = str(self.spawn.after).strip()
+            raise self.fail(f"the guest kernel panicked during {step}: {panic}", GuestPanicked)
         match = self.match
         assert match is not None
         output = self.before.replace("\r", "")

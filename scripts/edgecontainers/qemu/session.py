@@ -31,7 +31,18 @@ from ..tools import run
 from .console import RESTART_MARKERS, Console, Result, _Tee
 from .qemuboot import QemuBoot
 from .ssh import SSH
-from .vm import Drive, GuestError, QemuVM, StepTimeout, UserNet, VMConfig, free_port, host_ovmf, qemu_img_overlay
+from .vm import (
+    Drive,
+    GuestError,
+    GuestPanicked,
+    QemuVM,
+    StepTimeout,
+    UserNet,
+    VMConfig,
+    free_port,
+    host_ovmf,
+    qemu_img_overlay,
+)
 
 GUEST_APP_PORT = 8080  # the demo app's published port
 BOOT_ID = "cat /proc/sys/kernel/random/boot_id"
@@ -194,6 +205,11 @@ class Session:
         self.watchdog_seconds: float | None = None  # see wait_ssh
         self.watchdog_resets = 0
         self.power_cycles = 0
+        # What the harness did to the guest besides the test's own steps (watchdog
+        # resets, power cycles, boots waited for after a panic), for the reports:
+        # each test says which of these happened while it ran.
+        self.events: list[str] = []
+        self._events_taken = 0
         self.system_state: str | None = None
         self._drain_stop: threading.Event | None = None
         self._drain_thread: threading.Thread | None = None
@@ -326,29 +342,51 @@ class Session:
     def wait_ready(self, timeout: float = 900, *, not_boot_id: str | None = None) -> str:
         """Until a shell answers and ``systemctl is-system-running --wait`` returns;
         returns the system state (running, degraded, ...).  ``not_boot_id``: wait for
-        a boot other than that one (after a reboot)."""
+        a boot other than that one (after a reboot).
+
+        A kernel panic during the wait fails it with GuestPanicked, naming the
+        panic; with ``watchdog_seconds`` set the harness instead waits for the
+        next boot, as a device would after its watchdog or ``panic=10`` restarted
+        it, and records that in :attr:`events`."""
         assert self.vm is not None and self.console is not None
         started = self.vm.started_at or time.monotonic()
         deadline = started + timeout
-        if self.target.console_login:
-            self.console.login(timeout=max(1.0, deadline - time.monotonic()))
-            self.console.run("dmesg -n 1 2>/dev/null || true", timeout=30)
-        elif self.ssh is not None:
-            self.wait_ssh(deadline, {not_boot_id} if not_boot_id else ())
-        else:
-            raise UsageError(
-                f"{self.target.name}: production image without an SSH key and no serial login; "
-                "build it with EDGECONTAINERS_SSH_AUTHORIZED_KEYS and pass --ssh-key"
-            )
-        left = max(10.0, deadline - time.monotonic())
-        res = self.run("systemctl is-system-running --wait", timeout=left)
+        not_boot_ids = {not_boot_id} if not_boot_id else set()
+        while True:
+            boot_id = self._wait_shell(deadline, not_boot_ids)
+            left = max(10.0, deadline - time.monotonic())
+            try:
+                res = self.run("systemctl is-system-running --wait", timeout=left)
+                break
+            except GuestPanicked as exc:
+                if not self.watchdog_seconds or time.monotonic() > deadline:
+                    raise
+                self.event(f"{exc.short}; waiting for the next boot, as a device would")
+                if boot_id:
+                    not_boot_ids.add(boot_id)
         self.system_state = res.output.strip().splitlines()[-1] if res.output.strip() else ""
         self.boot_seconds = time.monotonic() - started
         self.tee.note(f"ready after {self.boot_seconds:.1f}s: {self.system_state}")
         return self.system_state
 
-    def wait_ssh(self, deadline: float, not_boot_ids: Collection[str] = ()) -> None:
-        """Until SSH answers from a boot not in ``not_boot_ids`` (monotonic ``deadline``).
+    def _wait_shell(self, deadline: float, not_boot_ids: Collection[str]) -> str | None:
+        """A shell of a boot not in ``not_boot_ids``: the serial console's login or
+        SSH; returns the boot id where SSH told it."""
+        assert self.console is not None
+        if self.target.console_login:
+            self.console.login(timeout=max(1.0, deadline - time.monotonic()))
+            self.console.run("dmesg -n 1 2>/dev/null || true", timeout=30)
+            return None
+        if self.ssh is not None:
+            return self.wait_ssh(deadline, not_boot_ids)
+        raise UsageError(
+            f"{self.target.name}: production image without an SSH key and no serial login; "
+            "build it with EDGECONTAINERS_SSH_AUTHORIZED_KEYS and pass --ssh-key"
+        )
+
+    def wait_ssh(self, deadline: float, not_boot_ids: Collection[str] = ()) -> str:
+        """Until SSH answers from a boot not in ``not_boot_ids`` (monotonic ``deadline``);
+        returns that boot's id.
 
         With ``watchdog_seconds`` set, the harness plays the device's hardware
         watchdog: a guest from which no boot answers for that long, or that
@@ -364,7 +402,7 @@ class Session:
                 res = self.ssh.run(BOOT_ID, timeout=30)
                 if res.ok and res.output.strip():
                     if res.output.strip() not in not_boot_ids:
-                        return
+                        return res.output.strip()
                     quiet_since = time.monotonic()  # the old boot still answers
             except GuestError:
                 pass
@@ -389,7 +427,7 @@ class Session:
     def _watchdog_reset(self, reason: str) -> float | None:
         """Reset the guest as its watchdog would; the reset's time (None: power-cycled)."""
         assert self.vm is not None
-        self.tee.note(f"{reason}: resetting the guest, as its watchdog would")
+        self.event(f"{reason}: resetting the guest, as its watchdog would")
         self.watchdog_resets += 1
         self.tee.panicked_at = None
         at = time.monotonic()
@@ -401,10 +439,21 @@ class Session:
         return at
 
     def _power_cycle(self, reason: str) -> None:
-        self.tee.note(f"{reason}: power cycle")
+        self.event(f"{reason}: power cycle")
         self.power_cycles += 1
         self.power_cut()
         self.start()
+
+    def event(self, text: str) -> None:
+        """Something the harness did to the guest that the running test must report."""
+        self.tee.note(text)
+        self.events.append(text)
+
+    def take_events(self) -> list[str]:
+        """The events not taken yet (each test reports those of its own time)."""
+        new = self.events[self._events_taken :]
+        self._events_taken = len(self.events)
+        return new
 
     def fail(self, message: str, cls: type[GuestError] = GuestError) -> GuestError:
         self.tee.flush()
@@ -413,9 +462,14 @@ class Session:
     def run(self, command: str, timeout: float = 120, check: bool = False) -> Result:
         """Run a shell command in the guest (SSH when the target has a key, else the console)."""
         if self.ssh is not None and not self.target.console_login:
+            since = time.monotonic()
             try:
                 result = self.ssh.run(command, timeout=timeout)
             except GuestError as exc:
+                panic = self.tee.panic_since(since)
+                if panic:
+                    message = f"the guest kernel panicked during '{command[:200]}': {panic}"
+                    raise self.fail(message, GuestPanicked) from None
                 raise self.fail(exc.short, type(exc)) from None
         else:
             assert self.console is not None

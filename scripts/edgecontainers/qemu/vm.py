@@ -56,6 +56,10 @@ class StepTimeout(GuestError):
     """A step's deadline passed."""
 
 
+class GuestPanicked(GuestError):
+    """The guest's kernel panicked while a step waited for it."""
+
+
 @dataclass(frozen=True)
 class Drive:
     path: Path
