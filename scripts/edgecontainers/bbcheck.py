@@ -33,7 +33,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import ConfigError
+from . import tools
+from .errors import CommandFailed, ConfigError
 from .project import ENGINES, Project
 
 RELEASE = "wrynose"
@@ -62,6 +63,16 @@ SSTATE_MIRRORS = ""
 PREMIRRORS = ""
 MIRRORS = ""
 """
+
+# Debian packages of BitBake's host tools (oe-core's HOSTTOOLS and sanity
+# checks) and of the checks themselves; `edgectl check setup` installs the
+# missing ones as root, or names them.
+HOST_PACKAGES = (
+    "git", "rsync", "gawk", "wget", "diffstat", "unzip", "texinfo", "gcc", "build-essential", "chrpath", "cpio",
+    "python3", "python3-pip", "python3-venv", "python3-pexpect", "debianutils", "iputils-ping", "python3-git",
+    "python3-jinja2", "python3-subunit", "liblz4-tool", "lz4", "file", "locales", "libacl1", "time", "zstd",
+    "xz-utils",
+)  # fmt: skip
 
 # Lines of BitBake output worth showing when a step fails.
 _INTERESTING = re.compile(r"ERROR|Nothing (R)?PROVIDES|is not supported|No recipes|ParseError|not found|failed")
@@ -179,14 +190,51 @@ def availability() -> str | None:
             pwd.getpwnam(BUILD_USER)
         except KeyError:
             return f"running as root and there is no user '{BUILD_USER}' to run BitBake as"
-    for tool in ("git", "rsync"):
-        if not shutil.which(tool):
-            return f"'{tool}' is not installed"
+    missing_packages = missing_host_packages()
+    if missing_packages:
+        return f"BitBake's host tools are missing ({' '.join(missing_packages)}); 'edgectl check setup' installs them"
     return None
 
 
+def kas_venv() -> Path:
+    """The venv with kas that BitBake's user runs: outside every checkout, so the
+    checks work wherever the project is (a checkout under /root or a mode-0700
+    directory is not readable by that user)."""
+    return default_work_dir().parent / "kas-venv"
+
+
+def _kas_version() -> str:
+    """The kas version the project pins (pyproject.toml), as installed in its venv."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("kas")
+    except PackageNotFoundError:
+        raise ConfigError("kas is not installed", hint="run the README's set-up (it installs kas)") from None
+
+
+def ensure_kas_venv(log: Callable[[str], None] = print) -> Path:
+    """kas in :func:`kas_venv`, made with the system Python (readable by every user)."""
+    venv = kas_venv()
+    kas = venv / "bin" / "kas"
+    want = _kas_version()
+    if kas.exists():
+        have = tools.run([kas, "--version"], check=False, capture=True).stdout or ""
+        if want in have.split():
+            return kas
+    log(f"installing kas {want} into {venv}")
+    venv.parent.mkdir(parents=True, exist_ok=True)
+    tools.run(["/usr/bin/python3", "-m", "venv", "--clear", venv], capture=True)
+    tools.run([venv / "bin" / "pip", "install", "-q", "--disable-pip-version-check", f"kas=={want}"], capture=True)
+    tools.run(["chmod", "-R", "a+rX", venv])
+    return kas
+
+
 def _kas_executable() -> str:
-    """kas next to the running Python (the project's venv), else on PATH."""
+    """As root: the shared kas venv (BitBake's user must be able to run it).
+    Otherwise kas next to the running Python (the project's venv), else on PATH."""
+    if os.geteuid() == 0:
+        return str(ensure_kas_venv())
     here = Path(os.sys.executable).parent / "kas"
     if here.exists():
         return str(here)
@@ -194,6 +242,33 @@ def _kas_executable() -> str:
     if not found:
         raise ConfigError("kas is not installed", hint="run the README's set-up (it installs kas==5.5)")
     return found
+
+
+def missing_host_packages() -> list[str]:
+    """HOST_PACKAGES that dpkg does not list as installed (none on a host without
+    dpkg: there BitBake's own sanity check names what is missing)."""
+    if not shutil.which("dpkg-query"):
+        return []
+    fmt = "${Package} ${db:Status-Status}\n"
+    proc = tools.run(["dpkg-query", "-W", "-f", fmt, *HOST_PACKAGES], check=False, capture=True)
+    installed = {line.split()[0] for line in proc.stdout.splitlines() if line.endswith(" installed")}
+    return [p for p in HOST_PACKAGES if p not in installed]
+
+
+def ensure_host_tools(log: Callable[[str], None] = print) -> None:
+    """Install BitBake's missing host packages (root with apt-get), or say which they are."""
+    missing = missing_host_packages()
+    if not missing:
+        return
+    if os.geteuid() != 0 or not shutil.which("apt-get"):
+        raise ConfigError(
+            f"BitBake's host tools are missing: {' '.join(missing)}",
+            hint=f"install them (Debian/Ubuntu: sudo apt-get install {' '.join(missing)}) and run this again",
+        )
+    log(f"apt-get install {' '.join(missing)}")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    tools.run(["apt-get", "update", "-q"], capture=True, env=env)
+    tools.run(["apt-get", "install", "-y", "-q", "--no-install-recommends", *missing], capture=True, env=env)
 
 
 class Checker:
@@ -272,7 +347,22 @@ class Checker:
             subprocess.run(["chown", "-R", owner, str(src)], check=True)
             if (cdir / "build").exists():
                 subprocess.run(["chown", owner, str(cdir / "build")], check=True)
+            self._check_access(cdir)
         return cdir
+
+    def _check_access(self, cdir: Path) -> None:
+        """As root: can BitBake's user run kas and write the work dir?  Else one
+        line that says which and what to do (BitBake would only say 'Permission denied')."""
+        probe = f"test -x {shlex.quote(self.kas)} || exit 3; test -w {shlex.quote(str(cdir))} || exit 4"
+        try:
+            tools.run(["runuser", "-u", self.user.pw_name, "--", "sh", "-c", probe], capture=True)
+        except CommandFailed as exc:
+            what = {3: f"run {self.kas}", 4: f"write to {cdir}"}.get(exc.returncode, f"use {cdir}")
+            raise ConfigError(
+                f"the build user '{self.user.pw_name}' cannot {what}",
+                hint="keep EDGECONTAINERS_BBCHECK_DIR (and its parents) where that user can enter it; "
+                "'edgectl check setup' makes the shared kas venv",
+            ) from None
 
     def _premirrors(self) -> str:
         root = layers_dir()
@@ -336,7 +426,9 @@ class Checker:
             out += f"\n[bbcheck] timed out after {self.timeout}s\n"
         seconds = time.monotonic() - start
         logf.write_text(out)
-        detail = "\n".join(_interesting_lines(out))[-3000:]
+        # the error lines, or where there are none (kas or the shell failed before
+        # BitBake ran) the log's last lines
+        detail = "\n".join(_interesting_lines(out) or out.splitlines()[-20:])[-3000:]
         # Warnings fail the step too: they are how BitBake reports most
         # configuration mistakes that still let it go on.
         warnings = [line for line in out.splitlines() if line.startswith("WARNING:")]
@@ -515,6 +607,7 @@ def setup_checkouts(
     <mirror_root>/<owner>+<name>/repo (what an offline machine has).  Every
     branch of the source becomes a local branch, so that kas can check out the
     pinned commit of any of them."""
+    ensure_host_tools(log)
     root = layers_dir()
     root.mkdir(parents=True, exist_ok=True)
     made = []
@@ -553,4 +646,5 @@ def setup_checkouts(
         except KeyError:
             subprocess.run(["useradd", "--create-home", "--shell", "/bin/bash", BUILD_USER], check=True)
             log(f"created the user '{BUILD_USER}' to run BitBake as (BitBake refuses to run as root)")
+        ensure_kas_venv(log)
     return made

@@ -27,16 +27,19 @@ per test); JUnit XML where --junitxml says (scripts/run-tests: build/test-result
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
 from edgecontainers.qemu.qemuboot import find_qemuboot
 from edgecontainers.qemu.session import BootTarget, Session
+from edgecontainers.qemu.vm import GuestPanicked
 from edgecontainers.testimage.builder import Builder, ImageSpec, TestImage, check_host
 from edgecontainers.testimage.layer import Layer
 
@@ -131,12 +134,21 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     metafunc.parametrize("booted", plans, ids=[p.id for p in plans], indirect=True, scope="session")
 
 
+def host_cannot(reason: str) -> NoReturn:
+    """This host cannot run the test: a skip, except under scripts/run-tests, which
+    sets EDGECONTAINERS_REQUIRE_ALL=1 (unless --allow-skip): there a stage that
+    cannot run fails, saying why."""
+    if os.environ.get("EDGECONTAINERS_REQUIRE_ALL") == "1":
+        pytest.fail(f"{reason} (scripts/run-tests --allow-skip lets these tests skip)", pytrace=False)
+    pytest.skip(reason)
+
+
 # ---------------------------------------------------------------- images
 @pytest.fixture(scope="session")
 def builder() -> Builder:
     missing = check_host()
     if missing:
-        pytest.skip("cannot build QEMU test images here: missing " + ", ".join(missing) + " (docs/testing.md)")
+        host_cannot("cannot build QEMU test images here: missing " + ", ".join(missing) + " (docs/testing.md)")
     return Builder()
 
 
@@ -167,7 +179,7 @@ def _kas_target(config: pytest.Config, plan: BootPlan) -> BootTarget:
         ["qemu-img", "sfdisk", "ssh"] + (["qemu-system-x86_64"] if qb.arch == "x86_64" else ["qemu-system-aarch64"])
     )
     if missing:
-        pytest.skip("missing " + ", ".join(missing))
+        host_cannot("cannot boot the image here: missing " + ", ".join(missing))
     engine = None if plan.engine == "auto" else plan.engine
     return BootTarget.from_qemuboot(qb, ssh_key=config.getoption("ssh_key"), variant=plan.variant, engine=engine)
 
@@ -204,25 +216,34 @@ def booted(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
         target = BootTarget.from_qemuboot(find_qemuboot(image.qemuboot))
         machine = image.spec.machine
     CONSOLE_DIR.mkdir(parents=True, exist_ok=True)
+    earlier: list[str] = []  # what happened to a discarded first boot, reported by the first test
     for attempt in (1, 2):
         session = Session(target, boot=plan.boot, log_path=CONSOLE_DIR / f"boot-{plan.id}.log",
                           workdir=tmp_path_factory.mktemp(f"boot-{plan.id}"))  # fmt: skip
+        session.events.extend(earlier)
         try:
             session.start()
             session.wait_ready(BOOT_TIMEOUT)
+        except GuestPanicked:
+            # a panic while waiting for the boot: the same fault as below when it was the emulator's
+            if attempt == 2 or not session.tee.emulator_faults:
+                session.poweroff(90)
+                session.close()
+                raise
         except BaseException:
             session.poweroff(90)
             session.close()
             raise
-        if not session.tee.emulator_faults or attempt == 2:
-            break
+        else:
+            if not session.tee.emulator_faults or attempt == 2:
+                break
         # An emulator fault before the guest was ready (the kernel then panics and
         # reboots): these tests are about one clean first boot, so that boot is
         # discarded and the image booted again on a fresh disk, once.
         message = (f"{plan.id}: the guest kernel hit the emulator's int3 fault before it was ready "
                    f"({session.tee.emulator_faults[0].strip()}); booting again on a fresh disk")  # fmt: skip
         session.tee.note(message)
-        warnings.warn(pytest.PytestWarning(message), stacklevel=1)
+        earlier.append(message)
         session.poweroff(90)
         session.close()
     try:
@@ -253,6 +274,17 @@ def _per_test_console_log(request: pytest.FixtureRequest):
         yield
     finally:
         booted.session.tee.detach()
+        report_harness_events(request.node, booted.session)
+
+
+def report_harness_events(node: pytest.Item, session: Session) -> None:
+    """What the harness did to the guest during this test (and, for a session's
+    first test, during its boot): a watchdog reset, a power cycle, a boot waited
+    for after a panic, a discarded boot.  A test never passes silently through
+    one: each goes into the JUnit XML as a property and is shown as a warning."""
+    for text in session.take_events():
+        node.user_properties.append(("harness_event", text))
+        warnings.warn(pytest.PytestWarning(f"{node.name}: {text}"), stacklevel=1)
 
 
 @pytest.hookimpl(wrapper=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from .. import bbcheck
@@ -23,7 +24,11 @@ The upstream layers come from local git checkouts in $YOCTO_LAYERS_DIR
 them with 'edgectl check setup').  BitBake's parse cache is kept per
 configuration in /var/cache/edgecontainers/bbcheck (as root) or
 ~/.cache/edgecontainers/bbcheck: a cold parse takes about 5 minutes on 2
-cores, a warm one seconds.  As root, BitBake runs as the user 'builder'.
+cores, a warm one seconds.  As root, BitBake runs as the user 'builder',
+with kas from a venv of its own in /var/cache/edgecontainers/kas-venv, so
+the checkout may be anywhere (under /root, in a mode-0700 directory).
+'edgectl check setup' installs BitBake's missing host tools as root
+(Debian/Ubuntu), and names them otherwise.
 
 Without --machine/--engine/--variant/--all it checks a subset that covers
 both engines, both variants and every boot path (what CI runs).
@@ -31,6 +36,7 @@ both engines, both variants and every boot path (what CI runs).
 examples:
   edgectl check setup                          clone the upstream layers (network)
   edgectl check setup --from-mirror /srv/snapshots    ... or from local snapshots
+  edgectl check setup --tools-only             only BitBake's host tools and kas for the build user
   edgectl check bitbake                        the CI subset (3 configurations)
   edgectl check bitbake --all                  all machines x engines x variants
   edgectl check bitbake --machine qemuarm64 --engine docker --variant dev
@@ -46,6 +52,11 @@ def setup_parser(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--from-mirror", type=Path, metavar="DIR", help="setup: clone from snapshots DIR/<owner>+<repo>/repo"
+    )
+    parser.add_argument(
+        "--tools-only",
+        action="store_true",
+        help="setup: only BitBake's host tools (installed as root, else named) and the build user's kas venv",
     )
     parser.add_argument("--machine", action="append", metavar="MACHINE", help="machine to check (repeatable)")
     parser.add_argument("--engine", action="append", choices=ENGINES, help="engine to check (repeatable)")
@@ -75,6 +86,12 @@ def run(args: argparse.Namespace) -> int:
     if args.what == "setup":
         if args.from_mirror and not args.from_mirror.is_dir():
             raise UsageError(f"--from-mirror {args.from_mirror}: no such directory")
+        if args.tools_only:
+            bbcheck.ensure_host_tools()
+            if os.geteuid() == 0:
+                bbcheck.ensure_kas_venv()
+            print("BitBake's host tools are installed")
+            return EXIT_OK
         bbcheck.setup_checkouts(project, mirror_root=args.from_mirror)
         reason = bbcheck.availability()
         if reason:
