@@ -471,6 +471,7 @@ class Checker:
             config.bundle,
             "edgecontainers-base",
             "edgecontainers-grub-cfg" if config.machine.startswith("qemux86") else "edgecontainers-uboot-script",
+            kernel_recipe(config),
         ]
         script = " && ".join(f"bitbake -e {t} > {shlex.quote(str(cdir / f'env-{t}.txt'))}" for t in targets)
         env_step = self.run_bitbake(config, cdir, "env", script)
@@ -503,6 +504,36 @@ def parse_env(path: Path) -> dict[str, str]:
 
 def _words(value: str | None) -> set[str]:
     return set((value or "").split())
+
+
+def kernel_recipe(config: Config) -> str:
+    """The kernel recipe of the machine (both merge fragments with kernel-yocto)."""
+    return "linux-raspberrypi" if config.machine.startswith("raspberrypi") else "linux-yocto"
+
+
+def kernel_failures(config: Config, image: dict[str, str], kernel: dict[str, str], built: set[str]) -> list[str]:
+    """The board's packages reach the image and our kernel options win over everyone else's."""
+    fails: list[str] = []
+    need_install = "packagegroup-machine-base"
+    if need_install not in _words(image.get("IMAGE_INSTALL")):
+        fails.append(f"{need_install} not in IMAGE_INSTALL: the machine's MACHINE_EXTRA_RRECOMMENDS are dropped")
+    if config.machine.startswith("raspberrypi"):
+        recommended = _words(image.get("MACHINE_EXTRA_RRECOMMENDS"))
+        for pkg in ("kernel-modules", "udev-rules-rpi"):
+            if pkg not in recommended:
+                fails.append(f"meta-raspberrypi no longer recommends {pkg} (MACHINE_EXTRA_RRECOMMENDS)")
+        for recipe in ("udev-rules-rpi", "linux-firmware-rpidistro"):
+            if recipe not in built:
+                fails.append(f"{recipe} (a Pi board recommendation) is not in the task graph")
+    ours = (kernel.get("EDGECONTAINERS_KERNEL_FEATURES") or "").split()
+    features = (kernel.get("KERNEL_FEATURES") or "").split()
+    if not ours or features[-len(ours) :] != ours:
+        fails.append(f"{kernel_recipe(config)}: KERNEL_FEATURES does not end with ours ({ours}): {features}")
+    if "edgecontainers-kmeta;type=kmeta" not in (kernel.get("SRC_URI") or ""):
+        fails.append(f"{kernel_recipe(config)}: SRC_URI lacks the edgecontainers-kmeta kernel feature directory")
+    if not any(f.endswith("cfg/docker.scc") for f in features):
+        fails.append(f"{kernel_recipe(config)}: meta-virtualization's cfg/docker.scc is not in KERNEL_FEATURES")
+    return fails
 
 
 def expectations_failures(config: Config, env: dict[str, dict[str, str]], build_list: Iterable[str]) -> list[str]:
@@ -577,6 +608,7 @@ def expectations_failures(config: Config, env: dict[str, dict[str, str]], build_
 
     need(base.get("EDGECONTAINERS_JOURNAL_STORAGE") == "volatile", "journal is not volatile")
     need(bool(base.get("EDGECONTAINERS_JOURNAL_MAX")), "journal has no size cap")
+    fails += kernel_failures(config, image, env.get(kernel_recipe(config), {}), built)
     need(
         "files/fs-perms-volatile-log.txt" in _words(image.get("FILESYSTEM_PERMS_TABLES")),
         "/var/log is not volatile",

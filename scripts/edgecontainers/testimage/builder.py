@@ -69,6 +69,9 @@ VARIANTS = ("production", "dev")
 # image installs that is not listed here stops the build.
 DEBIAN_PACKAGES: dict[str, tuple[str, ...]] = {
     "packagegroup-core-boot": ("systemd", "systemd-sysv", "udev", "dbus", "kmod", "netbase"),
+    # the machine's extras (on the Pi: kernel-modules, udev-rules-rpi, firmware);
+    # Debian's kernel package carries its modules
+    "packagegroup-machine-base": (),
     "kernel-image": ("linux-image-{arch}",),
     "grub-editenv": ("grub-common",),
     "rauc": ("rauc", "rauc-service"),
