@@ -62,3 +62,12 @@ python edge_install_files() {
 edge_install_files[doc] = "Installs the files listed in EDGE_FILES into D, with @NAME@ placeholders filled in."
 edge_install_files[vardeps] += "EDGE_FILES ${EDGE_SUBST_VARS}"
 do_install[postfuncs] += "edge_install_files"
+
+# file-checksums entries for files outside SRC_URI (keys, authorized_keys):
+# "PATH:True" when the file exists.  BitBake checksums only the entries that
+# end in ":True" ("PATH:False" means "does not exist": skipped, so a key
+# changed at the same path would not rerun the task) and reparses the recipe
+# when a file appears or disappears.
+def edge_file_checksums(d, *varnames):
+    paths = [d.getVar(v) for v in varnames]
+    return ' '.join('%s:%s' % (p, os.path.exists(p)) for p in paths if p)

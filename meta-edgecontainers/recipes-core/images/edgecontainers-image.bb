@@ -5,6 +5,7 @@ BUGTRACKER = "https://github.com/meta-edgecontainers/meta-edgecontainers/issues"
 SECTION = "images"
 
 require edgecontainers-image.inc
+inherit edgecontainers_files
 
 IMAGE_FEATURES += "${@'ssh-server-openssh' if d.getVar('EDGECONTAINERS_SSH_AUTHORIZED_KEYS') else ''}"
 IMAGE_INSTALL += "edgecontainers-production"
@@ -21,5 +22,5 @@ edgecontainers_authorized_keys() {
         install -m 0600 "$keys" ${IMAGE_ROOTFS}${ROOT_HOME}/.ssh/authorized_keys
     fi
 }
-do_rootfs[file-checksums] += "${@'%s:False' % d.getVar('EDGECONTAINERS_SSH_AUTHORIZED_KEYS') if d.getVar('EDGECONTAINERS_SSH_AUTHORIZED_KEYS') else ''}"
+do_rootfs[file-checksums] += "${@edge_file_checksums(d, 'EDGECONTAINERS_SSH_AUTHORIZED_KEYS')}"
 do_rootfs[vardeps] += "EDGECONTAINERS_SSH_AUTHORIZED_KEYS"
