@@ -20,7 +20,13 @@ python edgecontainers_sanity_check() {
 
     one_of('EDGECONTAINERS_ENGINE', (d.getVar('EDGECONTAINERS_ENGINES') or '').split())
     one_of('EDGECONTAINERS_SERIAL_CONSOLE', ['0', '1'])
-    one_of('EDGECONTAINERS_JOURNAL_STORAGE', ['volatile', 'persistent'])
+    if d.getVar('EDGECONTAINERS_JOURNAL_STORAGE') == 'persistent':
+        # journald keeps a persistent journal in the log directory, which is a
+        # tmpfs here (fs-perms-volatile-log.txt): it would be lost at every boot.
+        bb.fatal('EDGECONTAINERS_JOURNAL_STORAGE = "persistent" is not supported: %s is in RAM '
+                 '(a tmpfs), so the journal could not persist; keep "volatile" and forward the logs '
+                 '(e.g. systemd-journal-upload or a log shipper container)' % d.expand('${localstatedir}/log'))
+    one_of('EDGECONTAINERS_JOURNAL_STORAGE', ['volatile'])
 
     attempts = d.getVar('EDGECONTAINERS_BOOT_ATTEMPTS') or ''
     if not (attempts.isdigit() and 1 <= int(attempts) <= 9):
