@@ -20,7 +20,6 @@ SRC_URI = "\
     file://data.mount \
     file://edgecontainers-growdata.service \
     file://edgecontainers-persist.service \
-    file://edgecontainers-ssh-hostkeys.service \
     file://growdata \
     file://journald.conf \
     file://persist \
@@ -49,9 +48,10 @@ EDGE_FILES = "\
     apps-critical.slice:${systemd_system_unitdir}/ \
     apps-besteffort.slice:${systemd_system_unitdir}/ \
     sshd-edgecontainers.conf:${sysconfdir}/ssh/sshd_config.d/50-edgecontainers.conf:0600 \
-    edgecontainers-ssh-hostkeys.service:${systemd_system_unitdir}/ \
 "
 # Mount points and bind targets that must exist on the read-only rootfs.
+# The SSH host keys are made by openssh's own sshdgenkeys.service, in
+# OPENSSH_HOST_KEY_DIR (the distro sets it to /var/lib/ssh, bound from /data).
 EDGE_DIRS = "/data /boot/firmware ${localstatedir}/lib/ssh ${sysconfdir}/edgecontainers/persist.d"
 
 do_install() {
@@ -65,7 +65,6 @@ SYSTEMD_SERVICE:${PN} = "\
     boot-firmware.automount \
     edgecontainers-growdata.service \
     edgecontainers-persist.service \
-    edgecontainers-ssh-hostkeys.service \
 "
 
 FILES:${PN} += "${EDGE_DIRS} ${@edge_files_dests(d)}"
