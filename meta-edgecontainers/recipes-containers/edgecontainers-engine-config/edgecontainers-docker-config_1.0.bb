@@ -1,5 +1,5 @@
 SUMMARY = "Docker configuration of the edgecontainers distro"
-DESCRIPTION = "Storage on /data seeded from the images preloaded at build time, journald logging, no-new-privileges by default, and a systemd unit per docker compose app."
+DESCRIPTION = "Storage on /data seeded from the images preloaded at build time (again for every new slot image), journald logging, no-new-privileges by default, and a systemd unit per docker compose app."
 HOMEPAGE = "https://github.com/meta-edgecontainers/meta-edgecontainers"
 BUGTRACKER = "https://github.com/meta-edgecontainers/meta-edgecontainers/issues"
 SECTION = "containers"
@@ -12,7 +12,9 @@ SRC_URI = "\
     file://daemon.json \
     file://edgecontainers-compose-generator \
     file://edgecontainers-compose@.service \
+    file://edgecontainers-docker-seed \
     file://edgecontainers-docker-seed.service \
+    file://edgecontainers-docker-seed-tags.service \
     file://persist-docker.conf \
 "
 
@@ -21,7 +23,9 @@ S = "${UNPACKDIR}"
 EDGE_FILES = "\
     daemon.json:${sysconfdir}/docker/daemon.json \
     persist-docker.conf:${nonarch_libdir}/edgecontainers/persist.d/20-docker.conf \
+    edgecontainers-docker-seed:${libexecdir}/edgecontainers/docker-seed:0755 \
     edgecontainers-docker-seed.service:${systemd_system_unitdir}/ \
+    edgecontainers-docker-seed-tags.service:${systemd_system_unitdir}/ \
     edgecontainers-compose@.service:${systemd_system_unitdir}/ \
     edgecontainers-compose-generator:${systemd_unitdir}/system-generators/:0755 \
 "
@@ -33,6 +37,6 @@ do_install() {
     done
 }
 
-SYSTEMD_SERVICE:${PN} = "edgecontainers-docker-seed.service"
+SYSTEMD_SERVICE:${PN} = "edgecontainers-docker-seed.service edgecontainers-docker-seed-tags.service"
 FILES:${PN} += "${EDGE_DIRS} ${@edge_files_dests(d)}"
 RDEPENDS:${PN} = "edgecontainers-base"
