@@ -613,6 +613,10 @@ def expectations_failures(config: Config, env: dict[str, dict[str, str]], build_
         "files/fs-perms-volatile-log.txt" in _words(image.get("FILESYSTEM_PERMS_TABLES")),
         "/var/log is not volatile",
     )
+    # openssh's sshdgenkeys writes the host keys where sshd_config(_readonly) says: on /data
+    # (/var/lib/ssh is in persist-base.conf), not in RAM (read-only-rootfs' /var/run/ssh).
+    for var in ("OPENSSH_HOST_KEY_DIR", "OPENSSH_HOST_KEY_DIR_READONLY_CONFIG"):
+        need(image.get(var) == "/var/lib/ssh", f"{var} is {image.get(var)!r}, not the persisted /var/lib/ssh")
     return fails
 
 
