@@ -77,9 +77,9 @@ _LEFTOVER = re.compile(rb"@(?:EDGECONTAINERS|KERNEL)_[A-Z0-9_]+@")
 # Files in the layer's recipe files/ directories that do not go into the root
 # filesystem through EDGE_FILES, and where they go instead.
 NOT_ON_TARGET: dict[str, str] = {
-    "recipes-kernel/linux/files/edgecontainers-kmeta/edgecontainers-containers.cfg": "kernel config fragment (built in)",
-    "recipes-kernel/linux/files/edgecontainers-kmeta/edgecontainers-hardening.cfg": "kernel config fragment (built in)",
-    "recipes-kernel/linux/files/edgecontainers-kmeta/edgecontainers.scc": "kernel feature of the two fragments (built in)",
+    "recipes-kernel/linux/files/edgecontainers-kmeta/edgecontainers-containers.cfg": "kernel fragment (built in)",
+    "recipes-kernel/linux/files/edgecontainers-kmeta/edgecontainers-hardening.cfg": "kernel fragment (built in)",
+    "recipes-kernel/linux/files/edgecontainers-kmeta/edgecontainers.scc": "kernel feature (built in)",
     "recipes-bsp/u-boot/files/edgecontainers-ab.cfg": "U-Boot config fragment (built into u-boot.bin)",
     "recipes-bsp/u-boot/files/edgecontainers-production.cfg": "U-Boot config fragment (built into u-boot.bin)",
     "recipes-core/busybox/files/edgecontainers-httpd.cfg": "busybox config fragment (httpd for the demo image)",
