@@ -1,4 +1,6 @@
-"""The U-Boot A/B boot script (recipes-bsp/edgecontainers-boot/files/boot.cmd.in),
+"""The A/B boot scripts, run by real bootloaders in QEMU.
+
+U-Boot: the boot script (recipes-bsp/edgecontainers-boot/files/boot.cmd.in),
 rendered as edgecontainers-uboot-script renders it, compiled with ``mkimage -T
 script`` as its do_compile does, and run by a real U-Boot: Debian's
 u-boot-qemu build for QEMU's arm64 ``virt`` machine (the same U-Boot
@@ -12,9 +14,16 @@ session can play several boots in a row (each one reads and writes the state
 file) and no kernel is needed.  The state file is read back with mtools and
 parsed as fw_printenv does (CRC32 of the data, then NUL-separated NAME=VALUE).
 
+GRUB: grub.cfg.in as edgecontainers-grub-cfg renders it, checked with
+grub-script-check, and run by GRUB EFI (grub-mkimage with the modules of
+oe-core's grub-efi plus GRUB_BUILDIN, as the test image builder makes it)
+under OVMF on a GPT disk like edgecontainers-ab-grub.wks; grubenv is read back
+with mtools.
+
 Needs mkimage (u-boot-tools) for the compile test; qemu-system-aarch64,
 /usr/lib/u-boot/qemu_arm64/u-boot.bin (u-boot-qemu), sfdisk, mkfs.vfat,
-mkfs.ext4 and mtools for the QEMU tests (each about 5 s).
+mkfs.ext4 and mtools for the U-Boot runs (about 1 s each); OVMF (ovmf),
+grub-efi-amd64-bin and qemu-system-x86_64 for the GRUB runs (about 5 s each).
 """
 
 from __future__ import annotations
@@ -329,3 +338,136 @@ def test_a_corrupt_state_file_counts_as_a_first_boot(tmp_path: Path):
         assert session.disk.state() == {"BOOT_ORDER": "A B", "BOOT_A_LEFT": "2", "BOOT_B_LEFT": "0"}
     finally:
         session.close()
+
+
+# ---------------------------------------------------------------- GRUB
+@pytest.mark.skipif(shutil.which("grub-script-check") is None, reason="needs grub-script-check (grub-common)")
+def test_grub_cfg_renders_and_parses(tmp_path: Path):
+    """The GRUB side of the same A/B rules (grub.cfg.in), as edgecontainers-grub-cfg renders it."""
+    rec = Layer("qemux86-64", "podman", False).recipe("edgecontainers-grub-cfg")
+    text = rec.render(rec.layer / "recipes-bsp/edgecontainers-boot/files/grub.cfg.in").decode()
+    assert not re.search(r"@(?:EDGECONTAINERS|KERNEL)_[A-Z0-9_]+@", text)
+    (tmp_path / "grub.cfg").write_text(text)
+    proc = subprocess.run(["grub-script-check", str(tmp_path / "grub.cfg")], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    # the no-slot-left branch gives slots with a kernel their attempts back, and saves it
+    branch = text[text.index("no slot may boot") : text.index("# One more attempt")]
+    assert 'save_env --file "${ec_env}" ORDER A_OK A_TRY B_OK B_TRY' in branch
+    assert '[ -f "(${ec_disk},gpt2)/boot/bzImage" ]' in branch and '[ -f "(${ec_disk},gpt3)/boot/bzImage" ]' in branch
+
+
+# ---------------------------------------------------------------- GRUB in QEMU (OVMF)
+OVMF = (Path("/usr/share/OVMF/OVMF_CODE_4M.fd"), Path("/usr/share/OVMF/OVMF_VARS_4M.fd"))
+GRUB_TOOLS = ("qemu-system-x86_64", "grub-mkimage", "sfdisk", "mkfs.vfat", "mkfs.ext4", "mcopy")
+needs_qemu_grub = pytest.mark.skipif(
+    not all(p.is_file() for p in OVMF)
+    or not Path("/usr/lib/grub/x86_64-efi").is_dir()
+    or any(shutil.which(t) is None for t in GRUB_TOOLS),
+    reason="needs OVMF (ovmf), GRUB's EFI modules (grub-efi-amd64-bin) and " + ", ".join(GRUB_TOOLS),
+)
+GPT_PARTS = ((1, 16, "C12A7328-F81F-11D2-BA4B-00A0C93EC93B"), (17, 8, "L"), (25, 8, "L"), (33, 4, "L"))
+ANSI = re.compile(rb"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+def grubenv(**values: str) -> bytes:
+    block = "# GRUB Environment Block\n" + "".join(f"{k}={v}\n" for k, v in values.items())
+    return (block + "#" * (1024 - len(block))).encode()
+
+
+def parse_grubenv(blob: bytes) -> dict[str, str]:
+    assert len(blob) == 1024 and blob.startswith(b"# GRUB Environment Block\n"), blob[:64]
+    lines = blob.decode().rstrip("#").splitlines()[1:]
+    return dict(line.split("=", 1) for line in lines if line)
+
+
+def make_grub_disk(tmp: Path, env: bytes, kernels: tuple[str, ...]) -> Path:
+    from edgecontainers.testimage.builder import GRUB_EARLY_CFG, OE_GRUB_BUILDIN
+
+    layer = Layer("qemux86-64", "podman", False)
+    rec = layer.recipe("edgecontainers-grub-cfg")
+    (tmp / "grub.cfg").write_bytes(rec.render(rec.layer / "recipes-bsp/edgecontainers-boot/files/grub.cfg.in"))
+    (tmp / "grubenv").write_bytes(env)
+    (tmp / "early.cfg").write_text(GRUB_EARLY_CFG)
+    modules = OE_GRUB_BUILDIN.split() + (layer.settings.get("GRUB_BUILDIN") or "").split()
+    subprocess.run(
+        ["grub-mkimage", "-O", "x86_64-efi", "-p", "/EFI/BOOT", "-c", str(tmp / "early.cfg"),
+         "-o", str(tmp / "bootx64.efi"), *modules],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    disk = tmp / "grub-disk.img"
+    with disk.open("wb") as f:
+        f.truncate((GPT_PARTS[-1][0] + GPT_PARTS[-1][1] + 1) * MiB)
+    table = "label: gpt\n" + "".join(
+        f"start={start * MiB // 512}, size={size * MiB // 512}, type={ptype}\n" for start, size, ptype in GPT_PARTS
+    )
+    subprocess.run(["sfdisk", "-q", str(disk)], input=table, text=True, check=True, capture_output=True)
+    for n, (start, size, _) in enumerate(GPT_PARTS, 1):
+        part = tmp / f"gpt{n}.img"
+        with part.open("wb") as f:
+            f.truncate(size * MiB)
+        if n == 1:
+            subprocess.run(["mkfs.vfat", "-n", "boot", str(part)], check=True, capture_output=True)
+            i = ["-i", str(part)]
+            subprocess.run(["mmd", *i, "::EFI", "::EFI/BOOT"], check=True)
+            for name in ("bootx64.efi", "grub.cfg", "grubenv"):
+                subprocess.run(["mcopy", *i, str(tmp / name), f"::EFI/BOOT/{name}"], check=True)
+        else:
+            root = tmp / f"groot{n}"
+            (root / "boot").mkdir(parents=True)
+            if {2: "A", 3: "B"}.get(n) in kernels:
+                (root / "boot/bzImage").write_bytes(b"not a kernel")
+            subprocess.run(["mkfs.ext4", "-q", "-F", "-d", str(root), str(part)], check=True, capture_output=True)
+        with disk.open("r+b") as f:
+            f.seek(start * MiB)
+            f.write(part.read_bytes())
+    return disk
+
+
+def grub_boot(tmp: Path, env: bytes, kernels: tuple[str, ...], timeout: float = 120) -> tuple[str, dict[str, str]]:
+    """One boot through OVMF and GRUB: the console up to the kernel hand-off
+    (which fails on the fake kernel) and grubenv afterwards."""
+    disk = make_grub_disk(tmp, env, kernels)
+    vars_copy = tmp / "ovmf-vars.fd"
+    shutil.copy(OVMF[1], vars_copy)
+    argv = [
+        "qemu-system-x86_64", "-M", "q35", "-m", "256", "-display", "none", "-serial", "stdio", "-monitor", "none",
+        "-nic", "none", "-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={OVMF[0]}",
+        "-drive", f"if=pflash,format=raw,unit=1,file={vars_copy}",
+        "-drive", f"if=virtio,format=raw,file={disk}",
+    ]  # fmt: skip
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    out = b""
+    deadline = time.monotonic() + timeout
+    try:
+        while b"edgecontainers: booting slot" not in out or b"error" not in out.split(b"booting slot", 1)[1]:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise AssertionError(
+                    f"GRUB did not boot a slot; console:\n{ANSI.sub(b'', out).decode(errors='replace')}"
+                )
+            ready, _, _ = select.select([proc.stdout], [], [], 0.5)
+            if ready:
+                out += os.read(proc.stdout.fileno(), 65536)  # type: ignore[union-attr]
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    esp = f"{disk}@@{GPT_PARTS[0][0] * MiB}"
+    subprocess.run(["mcopy", "-n", "-i", esp, "::EFI/BOOT/grubenv", str(tmp / "grubenv.out")], check=True)
+    return ANSI.sub(b"", out).decode(errors="replace"), parse_grubenv((tmp / "grubenv.out").read_bytes())
+
+
+@needs_qemu_grub
+def test_grub_counts_the_boot_of_a_good_slot(tmp_path: Path):
+    console, env = grub_boot(tmp_path, grubenv(ORDER="A B", A_OK="1", A_TRY="0", B_OK="0", B_TRY="0"), ("A",))
+    assert "edgecontainers: booting slot A (attempt 1 of 3)" in console, console
+    assert env == {"ORDER": "A B", "A_OK": "1", "A_TRY": "1", "B_OK": "0", "B_TRY": "0"}
+
+
+@needs_qemu_grub
+def test_grub_with_no_slot_left_and_the_other_slot_empty_boots_the_slot_with_a_kernel(tmp_path: Path):
+    """What the old health gate's mark-bad of A left when B was never
+    installed: every x_OK=0.  GRUB used to reset the x_TRY counters and reboot,
+    forever; now A (the one slot with a kernel) may boot again."""
+    console, env = grub_boot(tmp_path, grubenv(ORDER="A B", A_OK="0", A_TRY="0", B_OK="0", B_TRY="0"), ("A",))
+    assert "no slot may boot (ORDER=A B, A_OK=0 A_TRY=0, B_OK=0 B_TRY=0)" in console, console
+    assert "edgecontainers: booting slot A (attempt 1 of 3)" in console, console
+    assert env == {"ORDER": "A", "A_OK": "1", "A_TRY": "1", "B_OK": "0", "B_TRY": "0"}
