@@ -473,6 +473,8 @@ class Checker:
             "edgecontainers-grub-cfg" if config.machine.startswith("qemux86") else "edgecontainers-uboot-script",
             kernel_recipe(config),
         ]
+        if config.machine.startswith("raspberrypi"):
+            targets.append("rpi-cmdline")  # cmdline.txt, which boot.scr extends
         script = " && ".join(f"bitbake -e {t} > {shlex.quote(str(cdir / f'env-{t}.txt'))}" for t in targets)
         env_step = self.run_bitbake(config, cdir, "env", script)
         result.steps.append(env_step)
@@ -606,6 +608,9 @@ def expectations_failures(config: Config, env: dict[str, dict[str, str]], build_
     )
     need(bundle.get("RAUC_SLOT_rootfs") == config.image, f"bundle carries {bundle.get('RAUC_SLOT_rootfs')!r}")
 
+    if config.machine.startswith("raspberrypi"):
+        fails.extend(_raspberrypi_failures(config, env))
+
     need(base.get("EDGECONTAINERS_JOURNAL_STORAGE") == "volatile", "journal is not volatile")
     need(bool(base.get("EDGECONTAINERS_JOURNAL_MAX")), "journal has no size cap")
     fails += kernel_failures(config, image, env.get(kernel_recipe(config), {}), built)
@@ -617,6 +622,31 @@ def expectations_failures(config: Config, env: dict[str, dict[str, str]], build_
     # (/var/lib/ssh is in persist-base.conf), not in RAM (read-only-rootfs' /var/run/ssh).
     for var in ("OPENSSH_HOST_KEY_DIR", "OPENSSH_HOST_KEY_DIR_READONLY_CONFIG"):
         need(image.get(var) == "/var/lib/ssh", f"{var} is {image.get(var)!r}, not the persisted /var/lib/ssh")
+    return fails
+
+
+def _raspberrypi_failures(config: Config, env: dict[str, dict[str, str]]) -> list[str]:
+    """The Pi's UART and kernel command line (firmware -> U-Boot -> boot.scr)."""
+    fails: list[str] = []
+    image = env.get(config.image, {})
+    # Decided per variant, the same in both: U-Boot needs the UART
+    # (meta-raspberrypi's rpi-config refuses ENABLE_UART = "0" with
+    # RPI_USE_U_BOOT), production closes its inputs (checked above through
+    # EDGECONTAINERS_SERIAL_CONSOLE and the production lock-down).
+    if image.get("RPI_USE_U_BOOT") != "1":
+        fails.append(f"RPI_USE_U_BOOT is {image.get('RPI_USE_U_BOOT')!r}: the Pi does not boot through boot.scr")
+    if image.get("ENABLE_UART") != "1":
+        fails.append(f"ENABLE_UART is {image.get('ENABLE_UART')!r} in the {config.variant} build, want '1' (U-Boot)")
+    # boot.scr extends the firmware's command line (cmdline.txt with serial0
+    # resolved, plus 8250.nr_uarts=1); the console comes from there.
+    cmdline = _words(env.get("rpi-cmdline", {}).get("CMDLINE"))
+    if "console=serial0,115200" not in cmdline:
+        fails.append(f"cmdline.txt names no serial console (CMDLINE={sorted(cmdline)})")
+    if any(w.startswith("root=") for w in cmdline):
+        fails.append(f"cmdline.txt names a root, which is not the booted slot's (CMDLINE={sorted(cmdline)})")
+    kernel_args = _words(env.get("edgecontainers-uboot-script", {}).get("EDGECONTAINERS_KERNEL_ARGS"))
+    if any(w.startswith("console=serial") for w in kernel_args):
+        fails.append("boot.scr passes console=serial*, which only the Pi firmware resolves (cmdline.txt)")
     return fails
 
 
