@@ -51,8 +51,9 @@ from pathlib import Path
 from ..errors import CommandFailed, ConfigError, EdgeError
 from ..tools import require, run
 from . import oecore
+from .bundling import PRELOAD_DRIVER, PRELOAD_GRAPHROOT, Bundled, parse_bundled
 from .layer import OE_PATHS, Layer, Recipe, machine_facts
-from .oci import ImageFile, docker_archive
+from .oci import ImageFile, docker_archive, oci_layout
 
 log = logging.getLogger(__name__)
 
@@ -153,7 +154,17 @@ OE_GRUB_BUILDIN = "boot linux ext2 fat serial part_msdos part_gpt normal efi_gop
 GRUB_EARLY_CFG = "search --no-floppy --set=root --file /EFI/BOOT/grub.cfg\nset prefix=($root)/EFI/BOOT\n"
 GPT_LINUX_FS = "0FC63DAF-8483-4772-8E79-3D69D8477DE4"
 
-APP_TAG = {"podman": "localhost/{name}:latest", "docker": "{name}:latest"}
+# The storage.conf of meta-virtualization's vpdmn helper VM, in which
+# container-cross-install imports the podman images (vpdmn-rootfs-image.bb):
+# the preload writes its store the same way (bundling.PRELOAD_DRIVER).
+VPDMN_STORAGE_CONF = f"""[storage]
+driver = "{PRELOAD_DRIVER}"
+runroot = "/run/containers/storage"
+graphroot = "{PRELOAD_GRAPHROOT}"
+
+[storage.options]
+additionalimagestores = []
+"""
 
 
 # ---------------------------------------------------------------- plumbing
@@ -833,59 +844,65 @@ class Builder:
         return self.app_archive(ctx, replace)  # type: ignore[arg-type]
 
     def app_archive(self, ctx: BuildContext, replace: dict[str, bytes | None] | None = None) -> bytes:
-        """The demo app's OCI image as a docker archive (see oci.py)."""
+        """The demo app's OCI image as a docker archive (see oci.py), under the name the
+        preloading gives it in the engine's store (an update must bring that name)."""
+        entry, oci_tag, image = self._app_image(ctx, replace)
+        name = entry.stored_name(oci_tag) if ctx.spec.engine == "podman" else entry.import_ref(oci_tag)
+        return docker_archive(tag=name, **image)
+
+    def _app_image(
+        self, ctx: BuildContext, replace: dict[str, bytes | None] | None = None
+    ) -> tuple[Bundled, str, dict]:
+        """The one app of the image recipe's BUNDLED_CONTAINERS: its entry, the container
+        recipe's OCI_IMAGE_TAG and the image's content (keyword arguments of oci.py)."""
         layer = ctx.layer
-        engine = ctx.spec.engine
-        apps = (layer.image_recipe().get("EDGECONTAINERS_APPS") or "").split()
-        archives = []
-        for app in apps:
-            container = layer.recipe(f"{app}-container")
-            app_recipe = layer.recipe(container.get("CONTAINER_APP"))
-            files = [ImageFile(e.dest, app_recipe.render(e), e.mode) for e in app_recipe.edge_files()]
-            if replace:
-                unknown = set(replace) - {f.path for f in files}
-                if unknown:
-                    raise ConfigError(f"{app_recipe.name} installs no {', '.join(sorted(unknown))}")
-                files = [ImageFile(f.path, replace[f.path], f.mode) if f.path in replace else f  # type: ignore[arg-type]
-                         for f in files if not (f.path in replace and replace[f.path] is None)]  # fmt: skip
-            cmd = container.get("CONTAINER_APP_CMD").split()
-            ports = container.words("OCI_IMAGE_PORTS")
-            uid = container.get("OCI_IMAGE_RUNTIME_UID") or "0"
-            tag = APP_TAG[engine].format(name=container.name)
-            version = container.get("OCI_IMAGE_TAG") or "latest"
-            tag = tag.rsplit(":", 1)[0] + ":" + version
-            archives.append(
-                docker_archive(
-                    tag=tag,
-                    busybox=self.busybox(ctx.facts.debian_arch),
-                    files=files,
-                    cmd=cmd,
-                    user=uid,
-                    ports=ports,
-                    architecture=ctx.facts.debian_arch,
-                )
-            )
-        if len(archives) != 1:
-            raise ConfigError(f"the test image supports exactly one app (EDGECONTAINERS_APPS = {' '.join(apps)})")
-        return archives[0]
+        bundled = parse_bundled(layer.image_recipe().get("BUNDLED_CONTAINERS"), ctx.spec.engine)
+        if len(bundled) != 1:
+            raise ConfigError(f"the test image supports exactly one bundled container ({bundled})")
+        entry = bundled[0]
+        if entry.runtime != ctx.spec.engine:
+            raise ConfigError(f"BUNDLED_CONTAINERS imports {entry.container} for {entry.runtime}, "
+                              f"the image's engine is {ctx.spec.engine}")  # fmt: skip
+        container = layer.recipe(entry.container)
+        app_recipe = layer.recipe(container.get("CONTAINER_APP"))
+        files = [ImageFile(e.dest, app_recipe.render(e), e.mode) for e in app_recipe.edge_files()]
+        if replace:
+            unknown = set(replace) - {f.path for f in files}
+            if unknown:
+                raise ConfigError(f"{app_recipe.name} installs no {', '.join(sorted(unknown))}")
+            files = [ImageFile(f.path, replace[f.path], f.mode) if f.path in replace else f  # type: ignore[arg-type]
+                     for f in files if not (f.path in replace and replace[f.path] is None)]  # fmt: skip
+        image = {
+            "busybox": self.busybox(ctx.facts.debian_arch),
+            "files": files,
+            "cmd": container.get("CONTAINER_APP_CMD").split(),
+            "user": container.get("OCI_IMAGE_RUNTIME_UID") or "0",
+            "ports": container.words("OCI_IMAGE_PORTS"),
+            "architecture": ctx.facts.debian_arch,
+        }
+        return entry, container.get("OCI_IMAGE_TAG") or "latest", image
 
     def busybox(self, arch: str) -> bytes:
         """/bin/busybox of Debian's busybox-static (downloaded once with apt-get)."""
+        return self._deb_program("busybox-static", "busybox", arch)
+
+    def _deb_program(self, package: str, program: str, arch: str) -> bytes:
+        """/usr/bin/PROGRAM (or /bin/PROGRAM) of a Debian package, downloaded once with apt-get."""
         debs = self.cache / "debs"
-        found = sorted(debs.glob(f"busybox-static_*_{arch}.deb"))
+        found = sorted(debs.glob(f"{package}_*_{arch}.deb"))
         if not found:
-            self._apt_download(["busybox-static"], debs, arch)
-            found = sorted(debs.glob(f"busybox-static_*_{arch}.deb"))
+            self._apt_download([package], debs, arch)
+            found = sorted(debs.glob(f"{package}_*_{arch}.deb"))
         proc = subprocess.run(["dpkg-deb", "--fsys-tarfile", str(found[-1])], capture_output=True, check=True)
         import io
 
         with tarfile.open(fileobj=io.BytesIO(proc.stdout)) as tar:
             for member in tar.getmembers():
-                if member.name.lstrip("./") in ("bin/busybox", "usr/bin/busybox") and member.isfile():
+                if member.name.lstrip("./") in (f"bin/{program}", f"usr/bin/{program}") and member.isfile():
                     f = tar.extractfile(member)
                     assert f is not None
                     return f.read()
-        raise EdgeError(f"{found[-1]} has no bin/busybox")
+        raise EdgeError(f"{found[-1]} has no bin/{program}")
 
     def _apt_download(self, packages: list[str], dest: Path, arch: str) -> None:
         apt = self.cache / "apt"
@@ -904,9 +921,16 @@ class Builder:
         run(["apt-get", "-q", "download", *packages], env=env, cwd=dest, capture=True)
 
     def _preload(self, ctx: BuildContext, comp: Composition, artifacts: Path) -> list[str]:
-        """Boot the new rootfs once (init=/bin/sh, read-write) and load the app image into
+        """Boot the new rootfs once (init=/bin/sh, read-write) and put the app image into
         the engine's store, then run the layer's relocation step; returns the paths the
-        boot changed (only the stores may change)."""
+        boot changed (only the stores may change).
+
+        podman as meta-virtualization's container-cross-install does it: skopeo (from
+        Debian's package, only for this boot: the image has none) copies the OCI image
+        layout into containers-storage under the name the bundling gives it, with the
+        vpdmn helper's storage.conf (vfs, on a tmpfs); that store is archived and
+        unpacked into /var/lib/containers/storage with --no-same-owner, as the class
+        extracts the helper's store.  docker: ``docker load`` into dockerd's store."""
         from ..qemu.console import Console, _Tee
         from ..qemu.vm import Drive, QemuVM, VMConfig
 
@@ -919,11 +943,24 @@ class Builder:
         payload = artifacts / "preload.tar"
         import io
 
-        archive = self.app_archive(ctx)
+        engine = ctx.spec.engine
+        files: dict[str, bytes] = {"relocate.sh": ("set -e\n" + script + "\n").encode()}
+        executable = {"skopeo"}
+        if engine == "podman":
+            entry, oci_tag, image = self._app_image(ctx)
+            import_ref = entry.import_ref(oci_tag)
+            for path, data in oci_layout(ref_name=oci_tag, **image).items():
+                files[f"{entry.oci_dir(oci_tag)}/{path}"] = data
+            files["skopeo"] = self._deb_program("skopeo", "skopeo", ctx.facts.debian_arch)
+            files["vpdmn/storage.conf"] = VPDMN_STORAGE_CONF.encode()
+            files["vpdmn/policy.json"] = b'{"default":[{"type":"insecureAcceptAnything"}]}\n'
+        else:
+            files["app.tar"] = self.app_archive(ctx)
         with tarfile.open(payload, "w") as tar:
-            for name, data in (("app.tar", archive), ("relocate.sh", ("set -e\n" + script + "\n").encode())):
+            for name, data in files.items():
                 info = tarfile.TarInfo(name)
                 info.size = len(data)
+                info.mode = 0o755 if name in executable else 0o644
                 tar.addfile(info, io.BytesIO(data))
         cfg = VMConfig(
             arch="x86_64", machine="q35", cpu="max", memory_mib=1024, smp=2,
@@ -932,7 +969,6 @@ class Builder:
             drives=[Drive(artifacts / "rootfs.ext4"), Drive(payload, readonly=True)], no_reboot=True,
         )  # fmt: skip
         tee = _Tee(artifacts / "preload-console.log")
-        engine = ctx.spec.engine
         with QemuVM(cfg, workdir=artifacts / "preload-vm") as vm:
             console = Console(vm.spawn(logfile=tee), tee)
             console.expect([r"[#$] $"], 300, "preload: shell of init=/bin/sh")
@@ -947,9 +983,22 @@ class Builder:
             ):
                 console.run(cmd, timeout=60, check=True)
             if engine == "podman":
-                console.run("podman --events-backend=none --cgroup-manager=cgroupfs load -i /tmp/app.tar",
-                            timeout=600, check=True)  # fmt: skip
-                images = console.run("podman images --format '{{.Repository}}:{{.Tag}}'", timeout=120, check=True)
+                store = PRELOAD_GRAPHROOT
+                vpdmn = "CONTAINERS_STORAGE_CONF=/tmp/vpdmn/storage.conf"
+                for cmd in (
+                    # the helper VM's store: a tmpfs over /var/lib/containers (vpdmn-init.sh)
+                    f"mkdir -p {Path(store).parent}; mount -t tmpfs tmpfs {Path(store).parent}; mkdir -p {store}",
+                    f"{vpdmn} /tmp/skopeo --policy /tmp/vpdmn/policy.json copy --quiet "
+                    f"oci:/tmp/{entry.oci_dir(oci_tag)} containers-storage:{import_ref}",
+                ):
+                    console.run(cmd, timeout=600, check=True)
+                images = console.run(f"{vpdmn} podman images --format '{{{{.Repository}}}}:{{{{.Tag}}}}'",
+                                     timeout=120, check=True)  # fmt: skip
+                for cmd in (
+                    f"tar -C {store} -cf /tmp/storage.tar .; umount {Path(store).parent}",
+                    f"mkdir -p {store}; tar -xf /tmp/storage.tar -C {store} --no-same-owner",
+                ):
+                    console.run(cmd, timeout=600, check=True)
             else:
                 console.run("(dockerd --iptables=false --ip6tables=false --bridge=none >/tmp/dockerd.log 2>&1 &)",
                             timeout=30, check=True)  # fmt: skip

@@ -3,9 +3,11 @@
 meta-edgecontainers builds ``edgecontainers-demo-container`` (busybox plus the
 files of ``edgecontainers-demo-app``, run as uid 1000, port 8080).  The test
 image builds the same thing from Debian's busybox-static and the layer's app
-files (their EDGE_FILES destinations), as a ``docker save`` archive that both
-``podman load`` and ``docker load`` read: one layer tar, an OCI-compatible
-image config, ``manifest.json`` with the repository tag.
+files (their EDGE_FILES destinations): as an OCI image layout, which the
+preload imports with skopeo as meta-virtualization does, and as a ``docker
+save`` archive that both ``podman load`` and ``docker load`` read (the docker
+preload, app updates): one layer tar, an OCI-compatible image config, a
+manifest with the name.
 """
 
 from __future__ import annotations
@@ -77,17 +79,10 @@ def _sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def docker_archive(
-    *,
-    tag: str,
-    busybox: bytes,
-    files: Iterable[ImageFile],
-    cmd: list[str],
-    user: str = "1000",
-    ports: Iterable[str] = (),
-    architecture: str = "amd64",
-) -> bytes:
-    """A ``docker save`` style archive (manifest.json, config, layer) of the image ``tag``."""
+def _image(
+    busybox: bytes, files: Iterable[ImageFile], cmd: list[str], user: str, ports: Iterable[str], architecture: str
+) -> tuple[bytes, bytes]:
+    """The layer tar and the image config (OCI/docker format) of the app image."""
     layer = layer_tar(busybox, files)
     diff_id = "sha256:" + _sha(layer)
     config = {
@@ -104,7 +99,21 @@ def docker_archive(
         "rootfs": {"type": "layers", "diff_ids": [diff_id]},
         "history": [{"created": "1970-01-01T00:00:00Z", "created_by": "edgecontainers testimage"}],
     }
-    config_bytes = json.dumps(config, sort_keys=True).encode()
+    return layer, json.dumps(config, sort_keys=True).encode()
+
+
+def docker_archive(
+    *,
+    tag: str,
+    busybox: bytes,
+    files: Iterable[ImageFile],
+    cmd: list[str],
+    user: str = "1000",
+    ports: Iterable[str] = (),
+    architecture: str = "amd64",
+) -> bytes:
+    """A ``docker save`` style archive (manifest.json, config, layer) of the image ``tag``."""
+    layer, config_bytes = _image(busybox, files, cmd, user, ports, architecture)
     config_name = _sha(config_bytes) + ".json"
     layer_name = _sha(layer) + "/layer.tar"
     manifest = [{"Config": config_name, "RepoTags": [tag], "Layers": [layer_name]}]
@@ -117,6 +126,42 @@ def docker_archive(
         repos = {tag.rsplit(":", 1)[0]: {tag.rsplit(":", 1)[1]: _sha(layer)}}
         _add(tar, "repositories", data=json.dumps(repos).encode(), mode=0o644, kind=tarfile.REGTYPE)
     return out.getvalue()
+
+
+def oci_layout(
+    *,
+    ref_name: str,
+    busybox: bytes,
+    files: Iterable[ImageFile],
+    cmd: list[str],
+    user: str = "1000",
+    ports: Iterable[str] = (),
+    architecture: str = "amd64",
+) -> dict[str, bytes]:
+    """The same image as an OCI image layout directory (path -> content), as image-oci
+    deploys it (``<recipe>-latest-oci``): one manifest, tagged ``ref_name`` in index.json."""
+    layer, config_bytes = _image(busybox, files, cmd, user, ports, architecture)
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": "sha256:" + _sha(config_bytes), "size": len(config_bytes)},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
+                    "digest": "sha256:" + _sha(layer), "size": len(layer)}],
+    }  # fmt: skip
+    manifest_bytes = json.dumps(manifest, sort_keys=True).encode()
+    index = {
+        "schemaVersion": 2,
+        "manifests": [{"mediaType": manifest["mediaType"], "digest": "sha256:" + _sha(manifest_bytes),
+                       "size": len(manifest_bytes),
+                       "annotations": {"org.opencontainers.image.ref.name": ref_name}}],
+    }  # fmt: skip
+    blobs = {f"blobs/sha256/{_sha(b)}": b for b in (layer, config_bytes, manifest_bytes)}
+    return {
+        "oci-layout": json.dumps({"imageLayoutVersion": "1.0.0"}).encode(),
+        "index.json": json.dumps(index, sort_keys=True).encode(),
+        **blobs,
+    }
 
 
 def gzip_bytes(data: bytes) -> bytes:
