@@ -108,6 +108,10 @@ class VMConfig:
     cpu: str = "max"
     memory_mib: int = 1024
     smp: int = 2
+    # "tcg" always (see the module's docstring); a benchmark may add TCG options
+    # (e.g. "tcg,thread=single") or run another QEMU build (binary: its argv prefix)
+    accel: str = "tcg"
+    binary: list[str] | None = None
     # EFI firmware as two pflash drives (code read-only, a writable copy of the vars)
     pflash_code: Path | None = None
     pflash_vars: Path | None = None
@@ -128,7 +132,8 @@ class VMConfig:
         # Not -nodefaults: with it the Debian kernel's serial console stalls once the
         # 8250 driver takes over (q35, TCG).  The default CD-ROM only costs OVMF a
         # failed boot attempt.
-        argv = [QEMU_BINARY[self.arch], "-accel", "tcg", "-machine", self.machine, "-cpu", self.cpu]
+        argv = [*(self.binary or [QEMU_BINARY[self.arch]]), "-accel", self.accel, "-machine", self.machine]
+        argv += ["-cpu", self.cpu]
         argv += ["-m", str(self.memory_mib), "-smp", str(self.smp)]
         argv += ["-display", "none", "-serial", "mon:stdio" if self.interactive else "stdio"]
         if not self.interactive:
