@@ -139,6 +139,22 @@ class Expected:
         return next(iter(self.compose["services"].values()))["image"]
 
     @property
+    def preloaded_image(self) -> str:
+        """The name the build's preloading gives the app image in the engine's store
+        (meta-virtualization's BUNDLED_CONTAINERS import, read from the recipes)."""
+        from edgecontainers.testimage.bundling import parse_bundled
+
+        entry = parse_bundled(self.layer.image_recipe().get("BUNDLED_CONTAINERS"), self.engine)[0]
+        tag = self.layer.recipe(entry.container).get("OCI_IMAGE_TAG") or "latest"
+        return entry.stored_name(tag)
+
+    @property
+    def storage_conf(self):
+        from edgecontainers.testimage.bundling import parse_storage_conf
+
+        return parse_storage_conf(self.installed("/etc/containers/storage.conf").decode())
+
+    @property
     def app_unit(self) -> str:
         if self.engine == "podman":
             rec = self.layer.recipe("edgecontainers-demo-quadlet")
@@ -321,6 +337,35 @@ def app_running_offline(s: Session, expected: Expected) -> None:
     if engine == "podman":
         ro = sh(s, "podman images --format '{{.Repository}}:{{.Tag}} {{.ReadOnly}}'")
         assert f"{expected.app_image} true" in ro, f"not from the read-only preloaded store: {ro}"
+
+
+def preloaded_store(s: Session, expected: Expected) -> None:
+    """podman reads the preloaded store with the image's storage.conf: the store is on
+    the read-only root, written with the driver podman reads it with (its lock files
+    in place: nothing can create them there), and holds the app image under the name
+    the bundling gives it, which is the one the app runs with Pull=never."""
+    from edgecontainers.testimage.bundling import parse_storage_conf, store_layout
+
+    live = parse_storage_conf(sh(s, "cat /etc/containers/storage.conf"))
+    (store,) = live.additional_image_stores
+    opts = sh(s, f"findmnt -no OPTIONS --target {store}").strip().split(",")
+    assert "ro" in opts, f"the preloaded store {store} is writable: {opts}"
+    layout = " ".join(store_layout(live.driver))
+    missing = sh(s, f"cd {store} && for p in {layout}; do test -e $p || echo $p; done").split()
+    assert not missing, (
+        f"the preloaded store has no {missing} for the {live.driver} driver of storage.conf: "
+        f"{sh(s, f'ls {store}').split()}"
+    )
+    listed = sh(s, "podman images --format '{{.Repository}}:{{.Tag}} {{.ReadOnly}} {{.ID}}'")
+    ro = [line.split() for line in listed.splitlines() if line.startswith(expected.preloaded_image + " ")]
+    assert ro and ro[0][1] == "true", f"{expected.preloaded_image} not listed from the read-only store: {listed}"
+    image_id = sh(s, f"podman image inspect --format '{{{{.Id}}}}' {expected.preloaded_image}").strip()
+    assert image_id.startswith(ro[0][2]), f"{image_id} is not the read-only image {ro[0][2]}"
+    running = sh(s, f"podman inspect --format '{{{{.ImageName}}}} {{{{.Image}}}}' {expected.app_name}").split()
+    assert running == [expected.preloaded_image, image_id], f"the app runs {running}, preloaded: {image_id}"
+    driver = sh(s, "podman info --format '{{.Store.GraphDriverName}}'").strip()
+    declared = expected.storage_conf.driver
+    assert driver == live.driver == declared, f"podman uses {driver}, storage.conf {live.driver}, the layer {declared}"
 
 
 def app_health_endpoint(s: Session, expected: Expected) -> None:

@@ -66,6 +66,11 @@ def test_preloaded_app_runs_with_the_network_cut(booted):
     checks.app_running_offline(booted.session, booted.expected)
 
 
+@pytest.mark.engine("podman")
+def test_preloaded_image_is_read_from_the_read_only_store_under_the_bundled_name(booted):
+    checks.preloaded_store(booted.session, booted.expected)
+
+
 def test_app_answers_on_its_health_endpoint(booted):
     checks.app_health_endpoint(booted.session, booted.expected)
 
