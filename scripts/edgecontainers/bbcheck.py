@@ -74,6 +74,8 @@ HOST_PACKAGES = (
     "xz-utils",
 )  # fmt: skip
 
+BITBAKE_LOCALE = "en_US.UTF-8"
+
 # Lines of BitBake output worth showing when a step fails.
 _INTERESTING = re.compile(r"ERROR|Nothing (R)?PROVIDES|is not supported|No recipes|ParseError|not found|failed")
 
@@ -190,9 +192,9 @@ def availability() -> str | None:
             pwd.getpwnam(BUILD_USER)
         except KeyError:
             return f"running as root and there is no user '{BUILD_USER}' to run BitBake as"
-    missing_packages = missing_host_packages()
+    missing_packages = missing_host_packages() + ([] if has_bitbake_locale() else [f"locale {BITBAKE_LOCALE}"])
     if missing_packages:
-        return f"BitBake's host tools are missing ({' '.join(missing_packages)}); 'edgectl check setup' installs them"
+        return f"BitBake's host tools are missing ({', '.join(missing_packages)}); 'edgectl check setup' installs them"
     return None
 
 
@@ -255,20 +257,42 @@ def missing_host_packages() -> list[str]:
     return [p for p in HOST_PACKAGES if p not in installed]
 
 
+def has_bitbake_locale() -> bool:
+    """BitBake (bb.utils) refuses to start without the en_US.UTF-8 locale."""
+    proc = tools.run(["locale", "-a"], check=False, capture=True)
+    names = {n.lower().replace("-", "") for n in proc.stdout.split()}
+    return BITBAKE_LOCALE.lower().replace("-", "") in names
+
+
 def ensure_host_tools(log: Callable[[str], None] = print) -> None:
     """Install BitBake's missing host packages (root with apt-get), or say which they are."""
     missing = missing_host_packages()
-    if not missing:
+    if not missing and has_bitbake_locale():
         return
     if os.geteuid() != 0 or not shutil.which("apt-get"):
+        what = [*missing] + ([] if has_bitbake_locale() else [f"the locale {BITBAKE_LOCALE}"])
         raise ConfigError(
-            f"BitBake's host tools are missing: {' '.join(missing)}",
-            hint=f"install them (Debian/Ubuntu: sudo apt-get install {' '.join(missing)}) and run this again",
+            f"BitBake's host tools are missing: {', '.join(what)}",
+            hint=f"install them (Debian/Ubuntu: sudo apt-get install {' '.join(missing) or 'locales'}; "
+            f"the locale with dpkg-reconfigure locales) and run this again",
         )
-    log(f"apt-get install {' '.join(missing)}")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    tools.run(["apt-get", "update", "-q"], capture=True, env=env)
-    tools.run(["apt-get", "install", "-y", "-q", "--no-install-recommends", *missing], capture=True, env=env)
+    if missing:
+        log(f"apt-get install {' '.join(missing)}")
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        tools.run(["apt-get", "update", "-q"], capture=True, env=env)
+        tools.run(["apt-get", "install", "-y", "-q", "--no-install-recommends", *missing], capture=True, env=env)
+    if not has_bitbake_locale():
+        # Debian: uncomment it in /etc/locale.gen, then generate
+        log(f"generating the locale {BITBAKE_LOCALE} (BitBake refuses to start without it)")
+        gen = Path("/etc/locale.gen")
+        text = gen.read_text() if gen.exists() else ""
+        line = f"{BITBAKE_LOCALE} UTF-8"
+        if not re.search(rf"^{re.escape(line)}$", text, re.M):
+            text = re.sub(rf"^#\s*{re.escape(line)}$", line, text, flags=re.M)
+            if line not in text.splitlines():
+                text += f"{line}\n"
+            gen.write_text(text)
+        tools.run(["locale-gen"], capture=True)
 
 
 class Checker:
@@ -324,7 +348,11 @@ class Checker:
         # kas wants every file of the configuration in one repository.
         override = src / ".bbcheck" / "offline.yml"
         override.parent.mkdir(exist_ok=True)
-        body = "".join(f"    {line}\n" for line in (OFFLINE_CONF + extra_conf).splitlines())
+        # One PERSISTENT_DIR for every configuration: BitBake's code-parser and
+        # file-checksum caches there are keyed by content, so a configuration's
+        # first parse reuses what the others' parses already analysed.
+        shared = f'PERSISTENT_DIR = "{self.work_dir / "persistent"}"\n'
+        body = "".join(f"    {line}\n" for line in (OFFLINE_CONF + shared + extra_conf).splitlines())
         override.write_text(f"header:\n  version: 16\nlocal_conf_header:\n  zz-offline-check: |\n{body}")
         (cdir / "gitconfig").write_text(
             "[safe]\n\tdirectory = *\n[user]\n\tname = bbcheck\n\temail = bbcheck@localhost\n"
@@ -333,11 +361,13 @@ class Checker:
         (cdir / "kas-work").mkdir(exist_ok=True)
         if self.as_root:
             owner = f"{self.user.pw_uid}:{self.user.pw_gid}"
+            (self.work_dir / "persistent").mkdir(exist_ok=True)
             subprocess.run(
                 [
                     "chown",
                     owner,
                     str(self.work_dir),
+                    str(self.work_dir / "persistent"),
                     str(cdir),
                     str(cdir / "kas-work"),
                     str(cdir / "gitconfig"),
@@ -426,9 +456,12 @@ class Checker:
             out += f"\n[bbcheck] timed out after {self.timeout}s\n"
         seconds = time.monotonic() - start
         logf.write_text(out)
-        # the error lines, or where there are none (kas or the shell failed before
-        # BitBake ran) the log's last lines
-        detail = "\n".join(_interesting_lines(out) or out.splitlines()[-20:])[-3000:]
+        # the error lines and, when the step failed, the log's last lines (kas or
+        # the shell may have failed before BitBake said anything worth a pattern)
+        shown = _interesting_lines(out)
+        if rc != 0:
+            shown += ["--- last lines of the log ---", *out.splitlines()[-12:]]
+        detail = "\n".join(shown)[-3000:]
         # Warnings fail the step too: they are how BitBake reports most
         # configuration mistakes that still let it go on.
         warnings = [line for line in out.splitlines() if line.startswith("WARNING:")]
