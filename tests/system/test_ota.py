@@ -127,53 +127,6 @@ def _chain(request: pytest.FixtureRequest, env: Ota):
         env.failed.append(request.node.name)
 
 
-# ---------------------------------------------------------------- scenario 0: nothing to fall back to
-HEALTH_CONF = "/usr/lib/edgecontainers/health.conf"
-FAILING = "/run/ec-test-health.d"
-GRUBENV = "/boot/firmware/EFI/BOOT/grubenv"
-
-
-def test_health_failure_with_the_other_slot_empty_keeps_the_only_slot(env: Ota, request: pytest.FixtureRequest):
-    """Slot B was never installed.  A health failure on A must not mark A bad
-    (there is nothing to fall back to) nor reboot; and a device whose every
-    slot was marked bad anyway (x_OK=0, what the gate used to do) boots the
-    slot that has a kernel instead of rebooting forever."""
-    s = env.session
-    before = env.slots()
-    assert before.booted == "A" and before.boot_status == {"A": "good", "B": "bad"}, before.describe()
-    boot = s.boot_id()
-    # A failing hook and a 5 s window, through a copy of the configuration bound over it (the rootfs is read-only).
-    env.run(
-        f"mkdir -p {FAILING} && printf '#!/bin/sh\\necho forced by the OTA test >&2\\nexit 1\\n' > {FAILING}/99-fails"
-        f" && chmod 755 {FAILING}/99-fails && cp {HEALTH_CONF} /run/ec-test-health.conf"
-        f" && printf 'EDGE_HEALTH_TIMEOUT=5\\nEDGE_HEALTH_HOOK_DIRS={FAILING}\\n' >> /run/ec-test-health.conf"
-        f" && mount --bind /run/ec-test-health.conf {HEALTH_CONF}"
-    )
-    try:
-        res = s.run(f"systemctl restart {ota.HEALTH_UNIT}", timeout=300)
-        assert not res.ok, "the health gate passed with a failing hook"
-        assert ota.wait_health_decided(s) == ("failed", "exit-code")
-    finally:
-        env.run(f"umount {HEALTH_CONF}")
-    assert s.boot_id() == boot, "the device rebooted"
-    after = env.slots()
-    assert after.boot_status == {"A": "good", "B": "bad"}, f"slot states changed: {after.describe()}"
-    assert "A_OK=1" in env.run(f"grub-editenv {GRUBENV} list").split()
-    log = env.run("cat /data/edgecontainers/health.log")
-    assert "99-fails failed: forced by the OTA test" in log, log
-    assert "not marking slot A bad: no other slot is good (B=bad)" in log, log
-
-    # what the old gate left behind: A marked bad, B empty; GRUB must boot A again
-    env.run(f"grub-editenv {GRUBENV} set A_OK=0 A_TRY=0 && sync")
-    passed = ota.reboot_into(s, "A", seen=env.seen)
-    assert passed == ["A"], f"slots booted: {passed}"
-    assert ota.wait_health_decided(s) == ("active", "success")
-    after = env.slots()
-    assert after.booted == "A" and after.boot_status["A"] == "good", after.describe()
-    console = (CONSOLE_DIR / f"ota-{request.node.name}.log").read_text(errors="replace")
-    assert "edgecontainers: no slot may boot (ORDER=A B, A_OK=0 A_TRY=0, B_OK=0 B_TRY=0)" in console, console[-3000:]
-
-
 # ---------------------------------------------------------------- scenario 3: refused bundles
 @pytest.mark.parametrize(
     ("bundle", "reason"),
