@@ -21,6 +21,11 @@ From one built test image (its slot image ``rootfs.ext4``) and the layer:
 The bad bundles carry a small payload: RAUC must refuse them before it looks
 at the payload.  Cached next to the test images, keyed by the image and
 every input.
+
+``build_slot_updates`` makes bundles from *other* images' slot images (an
+image built from a changed copy of the layer, e.g. with a new app image
+preloaded: the docker OTA test), each with the version marker or the failing
+health hook of update-unhealthy added the same way.
 """
 
 from __future__ import annotations
@@ -35,6 +40,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import pki
+from ..errors import EdgeError
+from ..tools import run
 from .builder import Builder, TestImage, _locked, machine_facts
 from .bundles import (
     BundleSettings,
@@ -132,13 +139,8 @@ def _build(builder: Builder, image: TestImage, settings: BundleSettings, work: P
     info["package_added_bytes"] = len(busybox)
 
     log.info("ota kit: update-unhealthy")
-    hook = b"#!/bin/sh\necho 'OTA test bundle: this slot is deliberately unhealthy'\nexit 1\n"
-    conf = f"# OTA test bundle: decide quickly\nEDGE_HEALTH_TIMEOUT={UNHEALTHY_TIMEOUT}\n".encode()
-    v3 = derive_rootfs(base, work / "rootfs-unhealthy.ext4", {
-        FAILING_HOOK: (hook, 0o755),
-        HEALTH_CONF: (conf, 0o644),
-        VERSION_MARKER: (b"3-unhealthy\n", 0o644),
-    })  # fmt: skip
+    unhealthy = {path: (data, mode) for path, data, mode in unhealthy_files(b"3-unhealthy\n")}
+    v3 = derive_rootfs(base, work / "rootfs-unhealthy.ext4", unhealthy)
     make_bundle(v3, work / "update-unhealthy.raucb", settings, key_dir, version="3.0.0",
                 description="OTA test: fails its health check")  # fmt: skip
     v2.unlink()
@@ -182,3 +184,74 @@ def _build(builder: Builder, image: TestImage, settings: BundleSettings, work: P
     stick_image(work / "stick.img", {name: work / name for name in ON_STICK})
     info["sizes"] = {name: (work / name).stat().st_size for name in NAMES}
     return info
+
+
+# ---------------------------------------------------------------- updates made from other images
+@dataclass(frozen=True)
+class SlotUpdate:
+    """An OS update whose slot image is another test image's own ``rootfs.ext4``
+    (a build of a changed layer: e.g. a new app image preloaded), with ``files``
+    changed as :func:`derive_rootfs` changes them (the version marker at least)."""
+
+    name: str  # the bundle's file name
+    image: TestImage
+    files: tuple[tuple[str, bytes, int], ...]  # (path, content, mode)
+    version: str
+    description: str
+
+
+def unhealthy_files(marker: bytes) -> tuple[tuple[str, bytes, int], ...]:
+    """What makes a slot image fail its health gate quickly, as update-unhealthy does."""
+    hook = b"#!/bin/sh\necho 'OTA test bundle: this slot is deliberately unhealthy'\nexit 1\n"
+    conf = f"# OTA test bundle: decide quickly\nEDGE_HEALTH_TIMEOUT={UNHEALTHY_TIMEOUT}\n".encode()
+    return ((FAILING_HOOK, hook, 0o755), (HEALTH_CONF, conf, 0o644), (VERSION_MARKER, marker, 0o644))
+
+
+def build_slot_updates(builder: Builder, name: str, updates: tuple[SlotUpdate, ...]) -> Path:
+    """The bundles of ``updates``, in one directory (what a BundleServer serves):
+    each signed with the test CA, with the bundle settings of its own image's
+    layer.  Cached as ``ota/<name>-<key>``, keyed by the images and every input."""
+    h = hashlib.sha256()
+    h.update(_code_hash().encode() + (builder.rauc_key_dir / pki.CA_CERT).read_bytes())
+    settings = {}
+    for u in updates:
+        settings[u.name] = bundle_settings(builder.layer_for(u.image.spec))
+        h.update(json.dumps([u.name, u.image.directory.name, u.version, u.description,
+                             settings[u.name].__dict__], sort_keys=True).encode())  # fmt: skip
+        for path, data, mode in u.files:
+            h.update(f"{path}:{mode:o}:".encode() + hashlib.sha256(data).digest())
+    key = h.hexdigest()[:16]
+    final = builder.cache / "ota" / f"{name}-{key}"
+    with _locked(builder.cache / "locks" / f"ota-{final.name}.lock"):
+        if (final / "done").is_file():
+            return final
+        for old in final.parent.glob(f"{name}-*"):
+            if old.name.removesuffix(".partial").rsplit("-", 1)[0] == name:
+                shutil.rmtree(old, ignore_errors=True)
+        work = final.with_name(final.name + ".partial")
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir(parents=True)
+        for u in updates:
+            log.info("ota updates: %s from %s", u.name, u.image.directory.name)
+            rootfs = derive_rootfs(u.image.rootfs_ext4, work / f"{u.name}.ext4",
+                                   {path: (data, mode) for path, data, mode in u.files})  # fmt: skip
+            make_bundle(rootfs, work / u.name, settings[u.name], builder.rauc_key_dir, version=u.version,
+                        description=u.description)  # fmt: skip
+            rootfs.unlink()
+        (work / "done").write_text(key + "\n")
+        work.rename(final)
+    return final
+
+
+DOCKER_SEED_REPOSITORIES = "/usr/lib/edgecontainers/docker-seed/image/overlay2/repositories.json"
+
+
+def docker_seed_images(image: TestImage) -> dict[str, str]:
+    """name:tag -> image id of the docker seed preloaded in ``image``'s slot image
+    (its repositories.json, read with debugfs)."""
+    out = run(["debugfs", "-R", f"cat {DOCKER_SEED_REPOSITORIES}", image.rootfs_ext4], capture=True).stdout
+    start, end = out.find("{"), out.rfind("}")
+    if start < 0:
+        raise EdgeError(f"{image.rootfs_ext4} has no {DOCKER_SEED_REPOSITORIES}: {out.strip()[-300:]}")
+    repositories = json.loads(out[start : end + 1]).get("Repositories", {})
+    return {ref: image_id for refs in repositories.values() for ref, image_id in refs.items() if "@" not in ref}
