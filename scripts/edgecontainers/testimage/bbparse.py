@@ -87,7 +87,8 @@ class BBData:
 
     # ------------------------------------------------------------ reading
     def variables(self) -> list[str]:
-        return sorted({var for var, key in self._ops if not key})
+        """Every variable set, also those set only under an override (``VAR:machine = ...``)."""
+        return sorted({var for var, _ in self._ops})
 
     def _active(self, conds: Iterable[str]) -> bool:
         return all(self.expand(c) in self.overrides for c in conds)

@@ -39,9 +39,12 @@ import json
 import logging
 import os
 import re
+import shlex
 import shutil
+import struct
 import subprocess
 import tarfile
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -147,6 +150,35 @@ DPKG_EXCLUDES = (
 )  # fmt: skip
 INITRAMFS_MODULES = ("virtio_pci", "virtio_blk", "virtio_scsi", "ext4", "crc32c_generic")
 
+
+@dataclass(frozen=True)
+class ArchVM:
+    """How the test image of one Debian architecture is booted in QEMU: the
+    machine and CPU of oe-core's machine configuration (QB_MACHINE, QB_CPU), the
+    serial console its kernel talks to and the kernel file for direct boot."""
+
+    qemu_arch: str
+    system: str
+    machine: str
+    cpu: str
+    console: str
+    direct_kernel: str
+
+
+ARCH_VM: dict[str, ArchVM] = {
+    # oe-core qemux86-64.conf (q35; -cpu max here: the harness, not runqemu's IvyBridge)
+    "amd64": ArchVM("x86_64", "qemu-system-x86_64", "q35", "max", "ttyS0,115200", "vmlinux"),
+    # oe-core qemuarm64.conf: QB_MACHINE = "-machine virt", QB_CPU = "-cpu cortex-a57"
+    "arm64": ArchVM("aarch64", "qemu-system-aarch64", "virt", "cortex-a57", "ttyAMA0,115200", "Image"),
+}
+# The U-Boot that stands in for oe-core's u-boot (qemu_arm64_defconfig, UBOOT_MACHINE of
+# qemuarm64.conf): Debian's u-boot-qemu build of the same configuration.
+UBOOT_QEMU_ARM64 = Path("/usr/lib/u-boot/qemu_arm64/u-boot.bin")
+# The Debian packages a host needs to build and boot test images of a foreign architecture.
+FOREIGN_ARCH_PACKAGES = ("qemu-user-static", "binfmt-support", "arch-test")
+BINFMT_DIR = Path("/proc/sys/fs/binfmt_misc")
+QEMU_USER = {"arm64": "aarch64"}
+
 # The GRUB modules oe-core's grub-efi builds into bootx64.efi (GRUB_BUILDIN ?=);
 # the distro appends to it (GRUB_BUILDIN:append:x86-64).
 OE_GRUB_BUILDIN = "boot linux ext2 fat serial part_msdos part_gpt normal efi_gop iso9660 configfile search loadenv test"
@@ -175,7 +207,7 @@ class Plumbing:
     path: str  # absolute path in the root filesystem
     kind: str  # file, symlink, remove, dir, modify, enable
     reason: str
-    content: Callable[[BuildContext], str | None] | str = ""
+    content: Callable[[BuildContext], str | bytes | None] | str = ""
     mode: int = 0o644
     when: Callable[[BuildContext], bool] = lambda ctx: True
 
@@ -243,8 +275,9 @@ PLUMBING: tuple[Plumbing, ...] = (
     Plumbing("/boot/bzImage", "symlink", "the layer's grub.cfg loads /boot/bzImage (KERNEL_IMAGETYPE) from the "
              "slot; Debian names it vmlinuz-VERSION", _kernel_link,
              when=lambda ctx: ctx.facts.kernel_imagetype == "bzImage"),
-    Plumbing("/boot/Image", "symlink", "boot.scr loads /boot/Image (KERNEL_IMAGETYPE) from the slot; Debian names "
-             "it vmlinuz-VERSION", _kernel_link, when=lambda ctx: ctx.facts.kernel_imagetype == "Image"),
+    Plumbing("/boot/Image", "file", "boot.scr loads /boot/Image (KERNEL_IMAGETYPE: the uncompressed kernel that booti "
+             "boots) from the slot; Debian names it vmlinuz-VERSION and may compress it: its plain Image",
+             lambda ctx: arm64_image(ctx.kernel_file), when=lambda ctx: ctx.facts.kernel_imagetype == "Image"),
     Plumbing("/boot/initrd", "symlink", "the layer's boot configurations load /boot/initrd when present; Debian "
              "names it initrd.img-VERSION", _initrd_link),
     Plumbing("/etc/shadow", "modify", "dev image: IMAGE_FEATURES empty-root-password (oe-core "
@@ -510,19 +543,47 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def check_host() -> list[str]:
-    """What is missing on this host to build and boot test images (empty: all there)."""
-    missing = [
-        p
-        for p in ("mmdebstrap", "mkfs.ext4", "e2fsck", "mkfs.vfat", "mcopy", "mmd", "sfdisk", "qemu-img",
-                  "qemu-system-x86_64", "zstd", "ssh", "ssh-keygen", "apt-get", "dpkg-deb")
-        if not shutil.which(p)
-    ]  # fmt: skip
+def check_host(machine: str = "qemux86-64") -> list[str]:
+    """What is missing on this host to build and boot test images of ``machine``
+    (empty: all there)."""
+    arch = machine_facts(machine).debian_arch
+    programs = ["mmdebstrap", "mkfs.ext4", "e2fsck", "mkfs.vfat", "mcopy", "mmd", "sfdisk", "qemu-img",
+                "qemu-system-x86_64", "zstd", "ssh", "ssh-keygen", "apt-get", "dpkg-deb"]  # fmt: skip
+    if arch != "amd64":
+        # the preload boot and the U-Boot boots; boot.scr is compiled by mkimage (u-boot-tools)
+        # arch-test: mmdebstrap's check that the host runs the architecture's binaries
+        programs += [ARCH_VM[arch].system, "mkimage", "update-binfmts", f"qemu-{QEMU_USER[arch]}-static", "arch-test"]
+    missing = [p for p in programs if not shutil.which(p)]
+    if arch == "arm64" and not UBOOT_QEMU_ARM64.is_file():
+        missing.append(f"{UBOOT_QEMU_ARM64} (Debian package u-boot-qemu)")
     if os.geteuid() != 0:
         missing.append("root (file ownership in the image, chroot)")
     if not Path(KEYRING).is_file():
         missing.append(KEYRING)
     return missing
+
+
+def ensure_foreign_arch(arch: str) -> None:
+    """Make this host run ``arch`` binaries (the maintainer scripts mmdebstrap runs,
+    the chroots of the build): binfmt_misc mounted and Debian's qemu-user-static
+    interpreter enabled.  binfmt-support registers it with the F flag (the kernel
+    opens the interpreter at registration), so it also works inside mmdebstrap's
+    unshare namespaces.  Needs root; a no-op when it is already set up."""
+    if arch == "amd64":
+        return
+    name = f"qemu-{QEMU_USER[arch]}"
+    if not (BINFMT_DIR / "register").exists():
+        run(["mount", "-t", "binfmt_misc", "binfmt_misc", BINFMT_DIR], capture=True)
+    entry = BINFMT_DIR / name
+    if not entry.is_file() or not entry.read_text().startswith("enabled"):
+        run([require("update-binfmts"), "--enable", name], capture=True)
+    text = entry.read_text() if entry.is_file() else ""
+    flags = re.search(r"^flags: *(\S*)", text, re.M)
+    if not text.startswith("enabled") or not flags or "F" not in flags.group(1):
+        raise ConfigError(
+            f"{entry}: {arch} binaries cannot run here ({text.splitlines()[:1] or 'not registered'})",
+            hint=f"apt install {' '.join(FOREIGN_ARCH_PACKAGES)}; update-binfmts --enable {name}",
+        )
 
 
 # ---------------------------------------------------------------- builder
@@ -560,7 +621,7 @@ class Builder:
     def build(self, spec: ImageSpec, *, force: bool = False) -> TestImage:
         if spec.variant not in VARIANTS:
             raise ConfigError(f"unknown variant '{spec.variant}'; valid: {', '.join(VARIANTS)}")
-        missing = check_host()
+        missing = check_host(spec.machine)
         if missing:
             raise ConfigError(
                 "cannot build the test image here; missing: " + ", ".join(missing),
@@ -620,11 +681,7 @@ class Builder:
     def _build(self, comp: Composition, spec: ImageSpec, key: str, work: Path) -> None:
         layer = comp.layer
         facts = machine_facts(spec.machine)
-        if facts.debian_arch != "amd64":
-            raise ConfigError(
-                f"test images for {spec.machine} are not supported on this host yet "
-                "(an arm64 root filesystem needs qemu-user-static and binfmt_misc); see docs/testing.md"
-            )
+        ensure_foreign_arch(facts.debian_arch)
         base = self.base_tarball(comp.debian, facts.debian_arch)
         rootfs = work / "rootfs"
         with _step("unpacking the Debian base"):
@@ -643,12 +700,19 @@ class Builder:
         artifacts = work
         with _step("kernel for direct boot"):
             shutil.copyfile(ctx.initrd_file, artifacts / "initrd.img")
-            extract_vmlinux(ctx.kernel_file, artifacts / "vmlinux")
-        if layer.settings.get("EDGECONTAINERS_BOOTLOADER") == "grub":
+            if facts.debian_arch == "amd64":
+                extract_vmlinux(ctx.kernel_file, artifacts / "vmlinux")
+            else:
+                (artifacts / ARCH_VM[facts.debian_arch].direct_kernel).write_bytes(arm64_image(ctx.kernel_file))
+        bootloader = layer.settings.get("EDGECONTAINERS_BOOTLOADER")
+        if bootloader == "grub":
             with _step("GRUB EFI binary"):
                 self._grub_efi(ctx, artifacts / "bootx64.efi")
+        elif bootloader == "uboot":
+            # oe-core's u-boot do_deploy (qemuarm64: QB_DEFAULT_BIOS = "u-boot.bin")
+            shutil.copyfile(UBOOT_QEMU_ARM64, artifacts / "u-boot.bin")
         wks = layer.wks()
-        slot = wks.part("rootfsA")
+        slot = wks.slot("rootfsA")
         with _step("rootfsA ext4"):
             ext4 = artifacts / "rootfs.ext4"
             run(["truncate", "-s", f"{slot.size_mib}M", ext4])
@@ -800,7 +864,8 @@ class Builder:
             if item.kind in ("file", "modify"):
                 if content is None:
                     continue
-                _write(target, content.encode(), item.mode if item.kind == "file" else target.stat().st_mode & 0o7777)
+                data = content if isinstance(content, bytes) else content.encode()
+                _write(target, data, item.mode if item.kind == "file" else target.stat().st_mode & 0o7777)
             elif item.kind == "symlink":
                 if target.is_dir() and not target.is_symlink():
                     shutil.rmtree(target)
@@ -962,15 +1027,16 @@ class Builder:
                 info.size = len(data)
                 info.mode = 0o755 if name in executable else 0o644
                 tar.addfile(info, io.BytesIO(data))
+        vm = ARCH_VM[ctx.facts.debian_arch]
         cfg = VMConfig(
-            arch="x86_64", machine="q35", cpu="max", memory_mib=1024, smp=2,
-            kernel=artifacts / "vmlinux", initrd=artifacts / "initrd.img",
-            append="root=/dev/vda rw rootfstype=ext4 console=ttyS0,115200 init=/bin/sh panic=-1 quiet",
+            arch=vm.qemu_arch, machine=vm.machine, cpu=vm.cpu, memory_mib=1024, smp=2,
+            kernel=artifacts / vm.direct_kernel, initrd=artifacts / "initrd.img",
+            append=f"root=/dev/vda rw rootfstype=ext4 console={vm.console} init=/bin/sh panic=-1 quiet",
             drives=[Drive(artifacts / "rootfs.ext4"), Drive(payload, readonly=True)], no_reboot=True,
         )  # fmt: skip
         tee = _Tee(artifacts / "preload-console.log")
-        with QemuVM(cfg, workdir=artifacts / "preload-vm") as vm:
-            console = Console(vm.spawn(logfile=tee), tee)
+        with QemuVM(cfg, workdir=artifacts / "preload-vm") as qemu:
+            console = Console(qemu.spawn(logfile=tee), tee)
             console.expect([r"[#$] $"], 300, "preload: shell of init=/bin/sh")
             console.setup_shell()
             for cmd in (
@@ -1017,7 +1083,7 @@ class Builder:
             changed = console.run("find / -xdev -newer /tmp/.stamp ! -type d | sort", timeout=300, check=True).output
             console.run("sync; mount -o remount,ro / || true; sync", timeout=120)
             console.sendline("echo o > /proc/sysrq-trigger")
-            if not vm.wait_exit(120):
+            if not qemu.wait_exit(120):
                 raise EdgeError("preload VM did not power off")
         tee.close()
         shutil.rmtree(artifacts / "preload-vm", ignore_errors=True)
@@ -1029,38 +1095,56 @@ class Builder:
 
     # ---------------------------------------------------------------- disk
     def _disk(self, ctx: BuildContext, key: str, artifacts: Path) -> dict[str, str]:
+        """The disk per the layer's wks: GPT (grub) or MBR (uboot: four primary
+        partitions, the boot partition active); returns partition name -> PARTUUID."""
         wks = ctx.layer.wks()
-        if wks.ptable != "gpt":
-            raise ConfigError(f"{wks.path.name}: only GPT layouts are built here")
+        if wks.ptable not in ("gpt", "msdos"):
+            raise ConfigError(f"{wks.path.name}: partition table '{wks.ptable}' is not built here")
+        names = wks.names()
         parts = []
-        for part in wks.parts:
-            img = artifacts / f"part-{part.part_name}.img"
+        for name, part in zip(names, wks.parts, strict=True):
+            img = artifacts / f"part-{name}.img"
             if part.source == "rootfs":
                 img = artifacts / "rootfs.ext4"
-            elif part.fstype == "vfat":
+            elif part.fstype == "vfat" and wks.ptable == "gpt":
                 self._esp(ctx, part, img)
+            elif part.fstype == "vfat":
+                self._uboot_boot_partition(ctx, part, img)
             elif part.fstype == "ext4":
                 run(["truncate", "-s", f"{part.size_mib}M", img])
-                run(["mkfs.ext4", "-q", "-F", "-L", part.label or "", "-U", _uuid(key, f"fs-{part.part_name}"), img],
+                run(["mkfs.ext4", "-q", "-F", "-L", part.label or "", "-U", _uuid(key, f"fs-{name}"), img],
                     capture=True)  # fmt: skip
             else:
                 raise ConfigError(f"{wks.path.name}: unsupported fstype '{part.fstype}'")
-            parts.append((part, img))
+            parts.append((name, part, img))
+        if wks.ptable == "msdos" and len(parts) > 4:
+            raise ConfigError(f"{wks.path.name}: more than four partitions on an MBR disk are not built here")
         disk = artifacts / "disk.img"
-        lines = ["label: gpt", f"label-id: {_uuid(key, 'disk')}", "unit: sectors", ""]
+        # wic: a GPT disk identifier is a UUID, an MBR one 32 bits
+        signature = int(_uuid(key, "disk").replace("-", "")[:8], 16) or 1
+        if wks.ptable == "gpt":
+            lines = ["label: gpt", f"label-id: {_uuid(key, 'disk')}", "unit: sectors", ""]
+        else:
+            lines = ["label: dos", f"label-id: 0x{signature:08x}", "unit: sectors", ""]
         offsets = []
         start_kib = 0
-        for part, img in parts:
+        for name, part, img in parts:
             align = max(part.align_kib, 1)
             start_kib = -(-max(start_kib, 1024) // align) * align
             size_kib = part.size_mib * 1024
             if img.stat().st_size > size_kib * 1024:
                 raise EdgeError(f"{img.name} is bigger than its partition ({part.size_mib} MiB)")
-            ptype = part.part_type or GPT_LINUX_FS
-            attrs = ', attrs="LegacyBIOSBootable"' if part.active else ""
-            puuid = _uuid(key, f"part-{part.part_name}")
-            lines.append(f'start={start_kib * 2}, size={size_kib * 2}, type={ptype}, uuid={puuid}, '
-                         f'name="{part.part_name}"{attrs}')  # fmt: skip
+            if wks.ptable == "gpt":
+                ptype = part.part_type or GPT_LINUX_FS
+                attrs = ', attrs="LegacyBIOSBootable"' if part.active else ""
+                puuid = _uuid(key, f"part-{name}")
+                lines.append(f'start={start_kib * 2}, size={size_kib * 2}, type={ptype}, uuid={puuid}, '
+                             f'name="{name}"{attrs}')  # fmt: skip
+            else:
+                # wic's MBR system ids: 0x0c for a vfat partition, 0x83 for Linux ones
+                ptype = part.part_type or ("0c" if part.fstype == "vfat" else "83")
+                lines.append(f"start={start_kib * 2}, size={size_kib * 2}, type={ptype}"
+                             f"{', bootable' if part.active else ''}")  # fmt: skip
             offsets.append((img, start_kib))
             start_kib += size_kib
         total = (start_kib + 1024) * 1024
@@ -1073,7 +1157,25 @@ class Builder:
                 img.unlink()
         from ..qemu.session import read_partuuids
 
-        return read_partuuids(disk)
+        if wks.ptable == "gpt":
+            return read_partuuids(disk)
+        # an MBR partition's PARTUUID: the disk signature and the partition number
+        return {name: f"{signature:08x}-{n:02x}" for n, name in enumerate(names, 1)}
+
+    def _uboot_boot_partition(self, ctx: BuildContext, part, img: Path) -> None:
+        """The U-Boot boot partition (wic's bootimg_partition with IMAGE_BOOT_FILES):
+        boot.scr as edgecontainers-uboot-script makes it (boot.cmd.in rendered, then
+        ``mkimage -T script``).  No state file: boot.scr writes it on the first boot."""
+        boot_files = (ctx.layer.settings.get("IMAGE_BOOT_FILES") or "").split()
+        if boot_files != ["boot.scr"]:
+            raise ConfigError(f"IMAGE_BOOT_FILES of {ctx.machine} is {boot_files}; the test image makes boot.scr only")
+        scr = ctx.workdir / "boot.scr"
+        compile_boot_script(ctx.layer, scr)
+        run(["mkfs.vfat", "-C", "-n", part.label or "", img, str(part.size_mib * 1024)], capture=True)
+        run(["mcopy", "-i", img, scr, "::/boot.scr"])
+        (ctx.workdir / "boot-files.json").write_text(
+            json.dumps({"boot.scr": hashlib.sha256(scr.read_bytes()).hexdigest()}, indent=1)
+        )
 
     def _esp(self, ctx: BuildContext, part, img: Path) -> None:
         grub = ctx.layer.recipe("edgecontainers-grub-cfg")
@@ -1129,25 +1231,36 @@ class Builder:
         }
         (artifacts / "metadata.json").write_text(json.dumps(meta, indent=1))
         final_dir = self.cache / "images" / artifacts.name.removesuffix(".partial")
+        vm = ARCH_VM[ctx.facts.debian_arch]
+        image = ctx.layer.image_recipe()
         values = {
             "deploy_dir_image": str(final_dir),
             "image_link_name": spec.name,
             "machine": spec.machine,
-            "qb_system_name": "qemu-system-x86_64",
-            "qb_machine": "-machine q35",
-            "qb_cpu": "-cpu max",
-            "qb_mem": "-m 1024",
+            "qb_system_name": vm.system,
+            "qb_machine": f"-machine {vm.machine}",
+            "qb_cpu": f"-cpu {vm.cpu}",
+            "qb_mem": image.get("QB_MEM") or "-m 1024",
             "qb_default_fstype": "img",
             "disk_image": "disk.img",
             # not runqemu's: what the harness needs to know about the Debian test image
             "edge_variant": spec.variant,
             "edge_engine": spec.engine,
             "edge_ssh_key": meta["ssh_key"],
-            "edge_direct_kernel": "vmlinux",
+            "edge_direct_kernel": vm.direct_kernel,
             "edge_direct_initrd": "initrd.img",
             "edge_kernel_args": meta["kernel_args"],
             "edge_partuuids": json.dumps(partuuids),
         }
+        # the image recipe's QB_DEFAULT_BIOS (u-boot.bin, copied next to the disk as
+        # oe-core's u-boot deploys it) and QB_ROOTFS_OPT (the disk as virtio-blk-pci)
+        for var in ("QB_DEFAULT_BIOS", "QB_ROOTFS_OPT"):
+            value = image.get(var)
+            if value:
+                values[var.lower()] = value
+        bios = values.get("qb_default_bios")
+        if bios and not (artifacts / bios).is_file():
+            raise EdgeError(f"QB_DEFAULT_BIOS is {bios}, which the test image does not have")
         write_qemuboot(artifacts / f"{spec.name}.qemuboot.conf", values)
 
 
@@ -1170,6 +1283,59 @@ def _shell_function(text: str, name: str) -> str:
     if not m:
         raise ConfigError(f"shell function {name}() not found in the layer")
     return m.group(1)
+
+
+# oe-core kernel-arch.bbclass map_uboot_arch: TARGET_ARCH -> UBOOT_ARCH
+UBOOT_ARCH = {"aarch64": "arm64", "x86-64": "x86"}
+
+
+def compile_boot_script(layer: Layer, out: Path, *, source: Path | None = None) -> bytes:
+    """boot.scr as edgecontainers-uboot-script makes it: boot.cmd.in (or ``source``,
+    a modified copy) rendered with the recipe's EDGE_SUBST_VARS (do_render), then the
+    mkimage command of the recipe's do_compile, run with its ${UBOOT_ARCH} and ${B}.
+    Returns the rendered boot.cmd."""
+    rec = layer.recipe("edgecontainers-uboot-script")
+    if rec.bb is None:
+        raise ConfigError("edgecontainers-uboot-script has no recipe")
+    rendered = rec.render(source or rec.find("boot.cmd.in"))
+    body = _shell_function(rec.bb.read_text(), "do_compile")
+    with tempfile.TemporaryDirectory(prefix="edgecontainers-bootscr-") as tmp:
+        (Path(tmp) / "boot.cmd").write_bytes(rendered)
+        values = {"UBOOT_ARCH": UBOOT_ARCH[machine_facts(layer.machine).arch], "B": tmp}
+        command = re.sub(r"\$\{([A-Za-z_]+)\}", lambda m: values.get(m.group(1), m.group(0)), body)
+        argv = shlex.split(command)
+        if "${" in command or not argv or argv[0] != "mkimage":
+            raise ConfigError(f"edgecontainers-uboot-script do_compile is not one mkimage command: {body}")
+        run([require("mkimage"), *argv[1:]], capture=True)
+        shutil.copyfile(Path(tmp) / "boot.scr", out)
+    return rendered
+
+
+def arm64_image(vmlinuz: Path) -> bytes:
+    """The plain arm64 ``Image`` (what booti and oe-core's KERNEL_IMAGETYPE "Image"
+    are) of Debian's vmlinuz: itself when it is one, else the payload of its
+    EFI zboot or gzip wrapper, decompressed."""
+    data = vmlinuz.read_bytes()
+
+    def plain(blob: bytes) -> bool:
+        return blob[0x38:0x3C] == b"ARM\x64"
+
+    if plain(data):
+        return data
+    tools = {"gzip": ["gzip", "-dc"], "zstd": ["zstd", "-dc"], "xz": ["xz", "-dc"], "lzma": ["xz", "-dc"]}
+    if data[4:8] == b"zimg":  # EFI zboot: payload offset and size, then the compression's name
+        offset, size = struct.unpack_from("<II", data, 8)
+        kind = data[0x18:0x38].split(b"\0")[0].decode()
+        payload, cmd = data[offset : offset + size], tools.get(kind)
+    elif data[:3] == b"\x1f\x8b\x08":
+        payload, cmd = data, tools["gzip"]
+    else:
+        payload, cmd = b"", None
+    if cmd is not None:
+        proc = subprocess.run(cmd, input=payload, capture_output=True, check=False)
+        if plain(proc.stdout):
+            return proc.stdout
+    raise EdgeError(f"{vmlinuz} is not an arm64 Image, nor a compressed one this builder knows")
 
 
 def extract_vmlinux(vmlinuz: Path, out: Path) -> None:

@@ -505,6 +505,34 @@ class Wks:
                 return p
         raise ConfigError(f"{self.path.name} has no partition named {part_name}")
 
+    def names(self) -> list[str]:
+        """A name per partition, in order: its --part-name (GPT), or on an MBR disk
+        (no names) its role in the A/B layout: the partition with ``--source rootfs``
+        is rootfsA, the next one with the same label and no mount point rootfsB, the
+        others by their label (boot, data)."""
+        names: list[str] = []
+        slot_a: WksPart | None = None
+        for p in self.parts:
+            if p.part_name:
+                names.append(p.part_name)
+            elif p.source == "rootfs":
+                slot_a = p
+                names.append("rootfsA")
+            elif slot_a is not None and p.mountpoint is None and p.label == slot_a.label and "rootfsB" not in names:
+                names.append("rootfsB")
+            elif p.label:
+                names.append(p.label)
+            else:
+                raise ConfigError(f"{self.path.name}: cannot tell the role of partition {len(names) + 1}")
+        return names
+
+    def slot(self, name: str) -> WksPart:
+        """The partition of ``name`` (see :meth:`names`)."""
+        names = self.names()
+        if name not in names:
+            raise ConfigError(f"{self.path.name} has no partition {name} (partitions: {', '.join(names)})")
+        return self.parts[names.index(name)]
+
 
 def parse_wks(path: Path) -> Wks:
     """The partitions of a wic kickstart file (the options our wks files use)."""
