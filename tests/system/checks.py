@@ -312,6 +312,45 @@ def data_grown(s: Session, expected: Expected) -> None:
     assert int(fs_blocks[0]) * int(fs_blocks[1]) > wks_mib * 1024 * 1024, "filesystem not resized"
 
 
+def persisted_above_volatile_binds(s: Session, expected: Expected) -> None:
+    """oe-core's volatile-binds put tmpfs overlays on /var/lib, /var/cache, ... before
+    local-fs.target; edgecontainers-persist must bind the persisted paths after them, on
+    top: every persisted path, looked up through the overlays, is a mount from /data (a
+    bind made first is hidden under the overlay and the state goes to RAM)."""
+    units = sh(s, "grep -l '^ExecStart=/sbin/mount-copybind ' /usr/lib/systemd/system/*.service || true").split()
+    assert units, "the image has no volatile-binds units (oe-core's volatile-binds)"
+    assert sh(s, "findmnt -n -o FSTYPE /var/lib").strip() == "overlay", "var-volatile-lib put no overlay on /var/lib"
+    deps = "systemctl list-dependencies --after --plain --no-legend --no-pager edgecontainers-persist.service"
+    after = set(sh(s, deps).split())
+    for unit in (Path(u).name for u in units):
+        assert unit in after, f"edgecontainers-persist.service is not ordered after {unit}"
+    for path in expected.persist_paths:
+        if not s.run(f"test -e {path}").ok:
+            continue
+        # the last line is the mount on top (/etc/machine-id: under the bind, systemd's own)
+        target = sh(s, f"findmnt -n -o TARGET -T {shlex.quote(path)} | tail -n 1").strip()
+        assert target == path, f"{path} is seen through the mount on {target}, not the bind from /data"
+        _on_data(s, path)
+
+
+def no_ordering_cycles(s: Session, expected: Expected) -> None:
+    """No ordering cycle at boot (systemd breaks one by dropping a job: a unit silently not
+    started), and systemd-analyze verify accepts the layer's units on the image."""
+    cycles = s.run("journalctl -b -o cat --no-pager | grep -i 'ordering cycle'").output.strip()
+    assert not cycles, f"ordering cycles at boot:\n{cycles}"
+    if not s.run("command -v systemd-analyze").ok:
+        return  # not in a production Yocto image (systemd-analyze is its own package)
+    units = sorted(
+        entry.dest
+        for rec in expected.recipes
+        for entry in rec.edge_files()
+        if entry.dest.startswith("/usr/lib/systemd/system/") and "." in Path(entry.dest).name
+        and not entry.dest.endswith(".conf")
+    )  # fmt: skip
+    res = s.run(f"systemd-analyze verify --man=no {' '.join(units)} 2>&1")
+    assert res.rc == 0 and "ordering cycle" not in res.output.lower(), res.output.strip()[-1500:]
+
+
 # ---------------------------------------------------------------- the app
 def _app_pid(s: Session, expected: Expected) -> int:
     engine = expected.engine

@@ -61,6 +61,14 @@ def test_data_grows_to_the_end_of_the_disk(booted):
     checks.data_grown(booted.session, booted.expected)
 
 
+def test_persisted_state_is_bound_from_data_above_the_volatile_binds(booted):
+    checks.persisted_above_volatile_binds(booted.session, booted.expected)
+
+
+def test_no_ordering_cycles_and_the_layers_units_verify(booted):
+    checks.no_ordering_cycles(booted.session, booted.expected)
+
+
 # ---------------------------------------------------------------- the app, offline
 def test_preloaded_app_runs_with_the_network_cut(booted):
     checks.app_running_offline(booted.session, booted.expected)
