@@ -207,7 +207,7 @@ class Plumbing:
     path: str  # absolute path in the root filesystem
     kind: str  # file, symlink, remove, dir, modify, enable
     reason: str
-    content: Callable[[BuildContext], str | bytes | None] | str = ""
+    content: Callable[[BuildContext], str | None] | str = ""
     mode: int = 0o644
     when: Callable[[BuildContext], bool] = lambda ctx: True
 
@@ -218,6 +218,13 @@ def _kernel_link(ctx: BuildContext) -> str:
 
 def _initrd_link(ctx: BuildContext) -> str:
     return ctx.initrd_file.name
+
+
+def _image_link(ctx: BuildContext) -> str:
+    # Debian's arm64 vmlinuz is the plain Image (not compressed, not EFI zboot)
+    if arm64_image(ctx.kernel_file)[:64] != ctx.kernel_file.read_bytes()[:64]:
+        raise EdgeError(f"{ctx.kernel_file} is compressed; booti needs the plain Image (a plumbing change)")
+    return ctx.kernel_file.name
 
 
 def _allow_root_login(ctx: BuildContext) -> str | None:
@@ -275,9 +282,9 @@ PLUMBING: tuple[Plumbing, ...] = (
     Plumbing("/boot/bzImage", "symlink", "the layer's grub.cfg loads /boot/bzImage (KERNEL_IMAGETYPE) from the "
              "slot; Debian names it vmlinuz-VERSION", _kernel_link,
              when=lambda ctx: ctx.facts.kernel_imagetype == "bzImage"),
-    Plumbing("/boot/Image", "file", "boot.scr loads /boot/Image (KERNEL_IMAGETYPE: the uncompressed kernel that booti "
-             "boots) from the slot; Debian names it vmlinuz-VERSION and may compress it: its plain Image",
-             lambda ctx: arm64_image(ctx.kernel_file), when=lambda ctx: ctx.facts.kernel_imagetype == "Image"),
+    Plumbing("/boot/Image", "symlink", "boot.scr loads /boot/Image (KERNEL_IMAGETYPE, the plain Image that booti "
+             "boots) from the slot; Debian names it vmlinuz-VERSION", lambda ctx: _image_link(ctx),
+             when=lambda ctx: ctx.facts.kernel_imagetype == "Image"),
     Plumbing("/boot/initrd", "symlink", "the layer's boot configurations load /boot/initrd when present; Debian "
              "names it initrd.img-VERSION", _initrd_link),
     Plumbing("/etc/shadow", "modify", "dev image: IMAGE_FEATURES empty-root-password (oe-core "
@@ -864,8 +871,7 @@ class Builder:
             if item.kind in ("file", "modify"):
                 if content is None:
                     continue
-                data = content if isinstance(content, bytes) else content.encode()
-                _write(target, data, item.mode if item.kind == "file" else target.stat().st_mode & 0o7777)
+                _write(target, content.encode(), item.mode if item.kind == "file" else target.stat().st_mode & 0o7777)
             elif item.kind == "symlink":
                 if target.is_dir() and not target.is_symlink():
                     shutil.rmtree(target)
