@@ -13,17 +13,15 @@ read from a second disk standing in for a USB stick.
 
 from __future__ import annotations
 
-import json
 import time
 import urllib.request
 from dataclasses import dataclass, field
 
 import pytest
-from conftest import CONSOLE_DIR, RESULTS, report_harness_events
+from otachain import chained, ota_guest, scenario_log
 
 from edgecontainers.qemu import ota
-from edgecontainers.qemu.qemuboot import find_qemuboot
-from edgecontainers.qemu.session import BootTarget, Session
+from edgecontainers.qemu.session import Session
 from edgecontainers.qemu.vm import Drive
 from edgecontainers.testimage.builder import ImageSpec
 from edgecontainers.testimage.httpserve import BundleServer
@@ -75,56 +73,30 @@ def env(request: pytest.FixtureRequest, builder, build_image, tmp_path_factory):
     image = build_image(ImageSpec(engine="podman", variant="production"))
     kit = build_kit(builder, image)
     server = BundleServer(kit.directory).start()
-    target = BootTarget.from_qemuboot(find_qemuboot(image.qemuboot))
-    CONSOLE_DIR.mkdir(parents=True, exist_ok=True)
-    session = Session(
-        target,
-        boot="grub",
-        log_path=CONSOLE_DIR / "boot-ota-podman-production-grub.log",
-        workdir=tmp_path_factory.mktemp("ota"),
-        guestfwd=((ota.GUEST_HTTP_PORT, server.port),),
-        extra_drives=(Drive(kit.path("stick.img"), readonly=True),),
-    )
-    session.watchdog_seconds = ota.WATCHDOG_SECONDS
-    state = Ota(session, kit, server)
+    figures: dict[str, float | int] = {}
+    stick = (Drive(kit.path("stick.img"), readonly=True),)
+    guest = ota_guest(image, "ota-podman-production", workdir=tmp_path_factory.mktemp("ota"), figures=figures,
+                      guestfwd=((ota.GUEST_HTTP_PORT, server.port),), figures_file="ota-figures.json",
+                      extra_drives=stick)  # fmt: skip
     try:
-        session.start()
-        session.wait_ready(900)
-        state.seen.add(session.boot_id())
-        yield state
+        with guest as session:
+            state = Ota(session, kit, server, figures=figures)
+            state.seen.add(session.boot_id())
+            yield state
     finally:
-        state.figures["watchdog_resets"] = session.watchdog_resets
-        state.figures["power_cycles"] = session.power_cycles
-        RESULTS.mkdir(parents=True, exist_ok=True)
-        (RESULTS / "ota-figures.json").write_text(json.dumps(state.figures, indent=1) + "\n")
-        session.poweroff(90)
-        session.close()
         server.stop()
 
 
 @pytest.fixture(autouse=True)
 def _console_per_test(request: pytest.FixtureRequest, env: Ota):
-    path = CONSOLE_DIR / f"ota-{request.node.name}.log"
-    path.unlink(missing_ok=True)
-    env.session.tee.attach(path)
-    resets = env.session.watchdog_resets + env.session.power_cycles
-    try:
+    with scenario_log(request, env.session, "ota", env.figures):
         yield
-    finally:
-        env.session.tee.detach()
-        report_harness_events(request.node, env.session)
-        # per scenario in ota-figures.json: resets and power cycles the harness's watchdog needed
-        env.figures[f"{request.node.name}:watchdog"] = env.session.watchdog_resets + env.session.power_cycles - resets
 
 
 @pytest.fixture(autouse=True)
 def _chain(request: pytest.FixtureRequest, env: Ota):
-    """The scenarios build on each other: after a failure the later ones say so."""
-    if env.failed:
-        pytest.fail(f"an earlier OTA scenario failed ({', '.join(env.failed)}); the guest's state is unknown")
-    yield
-    if getattr(request.node, "rep_call", None) is not None and request.node.rep_call.failed:
-        env.failed.append(request.node.name)
+    with chained(request, env.failed, "OTA"):
+        yield
 
 
 # ---------------------------------------------------------------- scenario 3: refused bundles

@@ -29,7 +29,6 @@ fails scenario 1: B is marked good but runs the app 1.0).
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import time
@@ -38,11 +37,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from conftest import CONSOLE_DIR, RESULTS, report_harness_events
+from otachain import chained, ota_guest, scenario_log
 
 from edgecontainers.qemu import ota
-from edgecontainers.qemu.qemuboot import find_qemuboot
-from edgecontainers.qemu.session import BootTarget, Session
+from edgecontainers.qemu.session import Session
 from edgecontainers.testimage.builder import ImageSpec
 from edgecontainers.testimage.httpserve import BundleServer
 from edgecontainers.testimage.layer import default_layer
@@ -146,54 +144,29 @@ def env(request: pytest.FixtureRequest, builder, build_image, tmp_path_factory):
                    "OTA test (docker): the demo app 1.0, fails its health check"),
     ))  # fmt: skip
     server = BundleServer(directory).start()
-    target = BootTarget.from_qemuboot(find_qemuboot(v1.qemuboot))
-    CONSOLE_DIR.mkdir(parents=True, exist_ok=True)
-    session = Session(
-        target,
-        boot="grub",
-        log_path=CONSOLE_DIR / "boot-ota-docker-production-grub.log",
-        workdir=tmp_path_factory.mktemp("ota-docker"),
-        guestfwd=((ota.GUEST_HTTP_PORT, server.port),),
-    )
-    session.watchdog_seconds = ota.WATCHDOG_SECONDS
-    state = DockerOta(session, server, app_ref, old[app_ref], new[app_ref])
-    started = time.monotonic()
+    figures: dict[str, float | int] = {}
+    guest = ota_guest(v1, "ota-docker-production", workdir=tmp_path_factory.mktemp("ota-docker"), figures=figures,
+                      guestfwd=((ota.GUEST_HTTP_PORT, server.port),),
+                      figures_file="ota-docker-figures.json")  # fmt: skip
     try:
-        session.start()
-        session.wait_ready(900)
-        state.figures["boot_to_ready_s"] = round(time.monotonic() - started, 1)
-        state.seen.add(session.boot_id())
-        yield state
+        with guest as session:
+            state = DockerOta(session, server, app_ref, old[app_ref], new[app_ref], figures=figures)
+            state.seen.add(session.boot_id())
+            yield state
     finally:
-        state.figures["watchdog_resets"] = session.watchdog_resets
-        state.figures["power_cycles"] = session.power_cycles
-        RESULTS.mkdir(parents=True, exist_ok=True)
-        (RESULTS / "ota-docker-figures.json").write_text(json.dumps(state.figures, indent=1) + "\n")
-        session.poweroff(90)
-        session.close()
         server.stop()
 
 
 @pytest.fixture(autouse=True)
 def _console_per_test(request: pytest.FixtureRequest, env: DockerOta):
-    path = CONSOLE_DIR / f"ota-docker-{request.node.name}.log"
-    path.unlink(missing_ok=True)
-    env.session.tee.attach(path)
-    try:
+    with scenario_log(request, env.session, "ota-docker", env.figures):
         yield
-    finally:
-        env.session.tee.detach()
-        report_harness_events(request.node, env.session)
 
 
 @pytest.fixture(autouse=True)
 def _chain(request: pytest.FixtureRequest, env: DockerOta):
-    """The scenarios build on each other: after a failure the later ones say so."""
-    if env.failed:
-        pytest.fail(f"an earlier docker OTA scenario failed ({', '.join(env.failed)}); the guest's state is unknown")
-    yield
-    if getattr(request.node, "rep_call", None) is not None and request.node.rep_call.failed:
-        env.failed.append(request.node.name)
+    with chained(request, env.failed, "docker OTA"):
+        yield
 
 
 # ---------------------------------------------------------------- scenario 1: the update's app image runs
