@@ -38,12 +38,17 @@ class Partition:
 
 
 def partitions(disk: Path, fmt: str = "raw") -> list[Partition]:
-    """The partition table of a disk image (a qcow2 one through qemu-img dd of its first MiB)."""
+    """The partition table of a disk image (a qcow2 one through qemu-img dd of its first
+    MiB, in a sparse file of the disk's size: sfdisk takes a GPT only where it fits)."""
     if fmt != "raw":
+        info = json.loads(subprocess.run(["qemu-img", "info", "--output=json", str(disk)], capture_output=True,
+                                         text=True, check=True).stdout)  # fmt: skip
         with tempfile.TemporaryDirectory() as tmp:
             head = Path(tmp) / "head.img"
             subprocess.run(["qemu-img", "dd", "-f", fmt, "-O", "raw", "bs=1M", "count=1", f"if={disk}",
                             f"of={head}"], check=True, capture_output=True)  # fmt: skip
+            with head.open("r+b") as f:
+                f.truncate(info["virtual-size"])
             return partitions(head)
     table = json.loads(subprocess.run(["sfdisk", "--json", str(disk)], capture_output=True, text=True,
                                       check=True).stdout)["partitiontable"]  # fmt: skip
@@ -229,12 +234,13 @@ def one_attempt(session: NoRebootSession, timeout: float = 600) -> str:
     offset = log.stat().st_size if log.exists() else 0
     session.start()
     assert session.vm is not None
+    # wait_exit reads the console into the log itself: no second reader on the pty
+    session._stop_drain()
     started = time.monotonic()
     if not session.vm.wait_exit(timeout):
         session.close()
         raise AssertionError(f"the boot attempt did not end in a reset within {timeout:.0f}s:\n{session.tee.tail(40)}")
     session.tee.note(f"attempt ended after {time.monotonic() - started:.1f}s")
-    session._stop_drain()
     session.tee.flush()
     with log.open("rb") as f:
         f.seek(offset)
