@@ -99,6 +99,52 @@ def _chain(request: pytest.FixtureRequest, env: Ota):
         yield
 
 
+# ---------------------------------------------------------------- scenario 0: health failure, other slot empty
+GATE_CONF = "/run/ec-ota-test-health.conf"
+GATE_DROPIN = "/run/systemd/system/edgecontainers-health.service.d/50-ota-test.conf"
+NEVER_STARTED = "ec-ota-test-never-started.service"
+
+
+def test_health_failure_with_the_other_slot_empty_keeps_the_device_booting(env: Ota):
+    """A freshly flashed device (slot B never installed) whose health gate fails
+    must not mark its only bootable slot bad (RAUC's grub backend would set
+    A_OK=0, and the device would have nothing to boot): the gate fails, says why,
+    leaves the boot state alone and does not reboot; the next boot is A again.
+    The gate is made to fail for this boot only (a drop-in and a setting in
+    /run: a critical unit that never runs, a 5 s window), not by changing the
+    layer's files."""
+    s = env.session
+    before = env.slots()
+    assert before.booted == "A" and before.boot_status["A"] == "good", before.describe()
+    assert before.boot_status.get("B") != "good", f"slot B is not the empty slot of a new device: {before.describe()}"
+    grubenv = env.run("cat /boot/firmware/EFI/BOOT/grubenv")
+    boot = s.boot_id()
+    units = f"data.mount edgecontainers-persist.service {NEVER_STARTED}"
+    env.run(f"{{ cat /usr/lib/edgecontainers/health.conf; echo EDGE_HEALTH_TIMEOUT=5; "
+            f"echo 'EDGE_HEALTH_UNITS=\"{units}\"'; }} > {GATE_CONF}")  # fmt: skip
+    env.run(f"mkdir -p {GATE_DROPIN.rsplit('/', 1)[0]} && printf '[Service]\\nBindReadOnlyPaths=%s:%s\\n' "
+            f"{GATE_CONF} /usr/lib/edgecontainers/health.conf > {GATE_DROPIN} && systemctl daemon-reload")  # fmt: skip
+    res = s.run("systemctl restart edgecontainers-health.service", timeout=300)
+    assert not res.ok, "the health gate passed with a critical unit that never runs"
+    assert ota.wait_health_decided(s) == ("failed", "exit-code")
+    journal = env.run("journalctl -b -u edgecontainers-health.service -o cat --no-pager")
+    assert f"unit {NEVER_STARTED} is inactive, not active" in journal, journal[-2000:]
+    assert "not marking slot A bad: no other slot is good" in journal, journal[-2000:]
+    time.sleep(10)  # a gate that marked A bad would be rebooting the guest by now
+    assert s.boot_id() == boot, "the guest rebooted after the failed health check"
+    after = env.slots()
+    assert after.booted == "A" and after.boot_status["A"] == "good", after.describe()
+    assert env.run("cat /boot/firmware/EFI/BOOT/grubenv") == grubenv, "the bootloader environment changed"
+    assert env.health_endpoint() == "200 ok version=1.0"
+    # the next boot: A again (the failure was for that boot only), and good
+    env.run(f"rm -f {GATE_DROPIN} {GATE_CONF} && systemctl daemon-reload")
+    passed = ota.reboot_into(s, "A", seen=env.seen)
+    assert passed == ["A"], f"slots booted: {passed}"
+    assert ota.wait_health_decided(s) == ("active", "success")
+    again = env.slots()
+    assert again.booted == "A" and again.boot_status["A"] == "good", again.describe()
+
+
 # ---------------------------------------------------------------- scenario 3: refused bundles
 @pytest.mark.parametrize(
     ("bundle", "reason"),
