@@ -658,6 +658,10 @@ def expectations_failures(config: Config, env: dict[str, dict[str, str]], build_
     return fails
 
 
+# the kernel file names the Pi firmware loads in 64-bit mode (Pi 4, Pi 5)
+PI_64BIT_KERNELS = ("kernel8.img", "kernel_2712.img")
+
+
 def _raspberrypi_failures(config: Config, env: dict[str, dict[str, str]]) -> list[str]:
     """The Pi's UART and kernel command line (firmware -> U-Boot -> boot.scr)."""
     fails: list[str] = []
@@ -670,6 +674,19 @@ def _raspberrypi_failures(config: Config, env: dict[str, dict[str, str]]) -> lis
         fails.append(f"RPI_USE_U_BOOT is {image.get('RPI_USE_U_BOOT')!r}: the Pi does not boot through boot.scr")
     if image.get("ENABLE_UART") != "1":
         fails.append(f"ENABLE_UART is {image.get('ENABLE_UART')!r} in the {config.variant} build, want '1' (U-Boot)")
+    # The firmware starts U-Boot as the 64-bit kernel (u-boot.bin under the
+    # kernel's file name: kernel8.img on the Pi 4, kernel_2712.img on the Pi 5,
+    # both loaded in 64-bit mode) and boot.scr is on the boot partition; the
+    # state file is not: boot.scr writes it on the first boot.
+    kernel = image.get("SDIMG_KERNELIMAGE", "")
+    if kernel not in PI_64BIT_KERNELS:
+        fails.append(f"SDIMG_KERNELIMAGE is {kernel!r}, not a 64-bit kernel name ({', '.join(PI_64BIT_KERNELS)})")
+    if image.get("UBOOT_MACHINE") != "rpi_arm64_config":
+        fails.append(f"UBOOT_MACHINE is {image.get('UBOOT_MACHINE')!r}, want 'rpi_arm64_config' (64-bit U-Boot)")
+    boot_files = _words(image.get("IMAGE_BOOT_FILES"))
+    for want in (f"u-boot.bin;{kernel}", "boot.scr"):
+        if want not in boot_files:
+            fails.append(f"IMAGE_BOOT_FILES has no {want!r}: the boot partition would not boot through boot.scr")
     # boot.scr extends the firmware's command line (cmdline.txt with serial0
     # resolved, plus 8250.nr_uarts=1); the console comes from there.
     cmdline = _words(env.get("rpi-cmdline", {}).get("CMDLINE"))

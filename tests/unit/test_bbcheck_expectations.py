@@ -15,16 +15,36 @@ GOOD_CMDLINE = "dwc_otg.lpm_enable=0 console=serial0,115200 net.ifnames=0"
 GOOD_ARGS = "rootwait rootfstype=ext4 ro panic=10  quiet loglevel=3 "
 
 
-def _env(config: Config, *, uart: str = "1", cmdline: str = GOOD_CMDLINE, args: str = GOOD_ARGS):
+KERNEL = {"raspberrypi4-64": "kernel8.img", "raspberrypi5": "kernel_2712.img"}
+
+
+def _boot_files(kernel: str) -> str:
+    # meta-raspberrypi's IMAGE_BOOT_FILES with our RPI_EXTRA_IMAGE_BOOT_FILES:rpi
+    dtbs = "bcm2711-rpi-4-b.dtb overlays/vc4-kms-v3d.dtbo;overlays/vc4-kms-v3d.dtbo"
+    return f"bcm2711-bootfiles/* {dtbs}  u-boot.bin;{kernel} boot.scr "
+
+
+def _env(config: Config, *, uart: str = "1", cmdline: str = GOOD_CMDLINE, args: str = GOOD_ARGS, **image: str):
+    kernel = KERNEL.get(config.machine, "")
+    values = {"ENABLE_UART": uart, "RPI_USE_U_BOOT": "1", "SDIMG_KERNELIMAGE": kernel,
+              "UBOOT_MACHINE": "rpi_arm64_config", "IMAGE_BOOT_FILES": _boot_files(kernel)}  # fmt: skip
     return {
-        config.image: {"ENABLE_UART": uart, "RPI_USE_U_BOOT": "1"},
+        config.image: {**values, **image},
         "rpi-cmdline": {"CMDLINE": cmdline},
         "edgecontainers-uboot-script": {"EDGECONTAINERS_KERNEL_ARGS": args},
     }
 
 
 def _pi_failures(config: Config, env) -> list[str]:
-    ours = ("ENABLE_UART", "RPI_USE_U_BOOT", "cmdline.txt", "boot.scr passes")
+    ours = (
+        "ENABLE_UART",
+        "RPI_USE_U_BOOT",
+        "cmdline.txt",
+        "boot.scr passes",
+        "SDIMG_KERNELIMAGE",
+        "UBOOT_MACHINE",
+        "IMAGE_BOOT_FILES",
+    )
     return [f for f in expectations_failures(config, env, []) if f.startswith(ours)]
 
 
@@ -80,3 +100,22 @@ def test_the_layers_own_values_pass(machine: str, dev: bool):
     config = Config(machine, "podman", "dev" if dev else "production")
     env = _env(config, args=settings["EDGECONTAINERS_KERNEL_ARGS"])
     assert _pi_failures(config, env) == []
+
+
+@pytest.mark.parametrize("machine", ["raspberrypi4-64", "raspberrypi5"])
+def test_u_boot_as_the_64bit_kernel_and_boot_scr_on_the_boot_partition(machine: str):
+    config = Config(machine, "podman", "production")
+    kernel = KERNEL[machine]
+    # meta-raspberrypi's default without U-Boot: the kernel itself under the firmware's name
+    (failure,) = _pi_failures(config, _env(config, IMAGE_BOOT_FILES=f"bootfiles/* Image;{kernel} boot.scr"))
+    assert (
+        failure == f"IMAGE_BOOT_FILES has no 'u-boot.bin;{kernel}': the boot partition would not boot through boot.scr"
+    )
+    (failure,) = _pi_failures(config, _env(config, IMAGE_BOOT_FILES=f"bootfiles/* u-boot.bin;{kernel}"))
+    assert failure == "IMAGE_BOOT_FILES has no 'boot.scr': the boot partition would not boot through boot.scr"
+    failures = _pi_failures(config, _env(config, SDIMG_KERNELIMAGE="kernel7l.img", UBOOT_MACHINE="rpi_4_32b_config",
+                                         IMAGE_BOOT_FILES=_boot_files("kernel7l.img")))  # fmt: skip
+    assert failures == [
+        "SDIMG_KERNELIMAGE is 'kernel7l.img', not a 64-bit kernel name (kernel8.img, kernel_2712.img)",
+        "UBOOT_MACHINE is 'rpi_4_32b_config', want 'rpi_arm64_config' (64-bit U-Boot)",
+    ]
