@@ -36,8 +36,9 @@ QEMU_BINARY = {"x86_64": "qemu-system-x86_64", "aarch64": "qemu-system-aarch64"}
 # multi-threaded TCG (QEMU 7.2) the guest kernel, patching its own text
 # (static keys, when the containers' CPU quota switches CFS bandwidth on), hit
 # a stale int3 on the other vCPU: an oops, a panic, or a boot that hung
-# without a word; chosen by benchmarks/tcg_fault_benchmark.py (docs/testing.md
-# has the figures).  arm64 guests keep multi-threaded TCG: no such fault seen.
+# without a word.  benchmarks/tcg_fault_benchmark.py showed it no slower here
+# (too few boots to compare fault rates; docs/testing.md has the figures).
+# arm64 guests keep multi-threaded TCG: no such fault seen.
 DEFAULT_ACCEL = {"x86_64": "tcg,thread=single", "aarch64": "tcg"}
 # Host firmware (Debian packages ovmf, qemu-efi-aarch64).
 OVMF_CODE_CANDIDATES = ("/usr/share/OVMF/OVMF_CODE_4M.fd", "/usr/share/OVMF/OVMF_CODE.fd")
