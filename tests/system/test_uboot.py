@@ -264,12 +264,7 @@ def sfdisk_partuuids(disk: Path) -> list[str]:
 
 def rpi_uboot(builder: Builder, work: Path) -> Path:
     """u-boot.bin of Debian's u-boot-rpi (rpi_arm64), downloaded once with apt-get."""
-    debs = builder.cache / "debs"
-    found = sorted(debs.glob("u-boot-rpi_*_arm64.deb"))
-    if not found:
-        builder._apt_download(["u-boot-rpi"], debs, "arm64")
-        found = sorted(debs.glob("u-boot-rpi_*_arm64.deb"))
-    subprocess.run(["dpkg-deb", "-x", str(found[-1]), str(work / "u-boot-rpi")], check=True)
+    subprocess.run(["dpkg-deb", "-x", str(builder.deb("u-boot-rpi", "arm64")), str(work / "u-boot-rpi")], check=True)
     return work / "u-boot-rpi/usr/lib/u-boot/rpi_arm64/u-boot.bin"
 
 

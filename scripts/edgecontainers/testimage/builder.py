@@ -598,20 +598,23 @@ class Builder:
     def __init__(self, cache: Path | None = None) -> None:
         self.cache = cache or cache_root()
 
-    # ---- keys the image trusts (generated once into the cache, never in the checkout)
+    # ---- keys the image trusts (generated once into the cache, never in the checkout;
+    # under a lock: the test command's stages run side by side and share the cache)
     @property
     def ssh_key(self) -> Path:
         from ..qemu.ssh import make_key
 
-        return make_key(self.cache / "keys" / "ssh" / "id_ed25519")
+        with _locked(self.cache / "locks" / "keys.lock"):
+            return make_key(self.cache / "keys" / "ssh" / "id_ed25519")
 
     @property
     def rauc_key_dir(self) -> Path:
         from .. import pki
 
         key_dir = self.cache / "keys" / "rauc"
-        if not (key_dir / pki.CA_CERT).is_file():
-            pki.init(key_dir)
+        with _locked(self.cache / "locks" / "keys.lock"):
+            if not (key_dir / pki.CA_CERT).is_file():
+                pki.init(key_dir)
         return key_dir
 
     def layer_for(self, spec: ImageSpec) -> Layer:
@@ -957,14 +960,23 @@ class Builder:
         """/bin/busybox of Debian's busybox-static (downloaded once with apt-get)."""
         return self._deb_program("busybox-static", "busybox", arch)
 
+    def deb(self, package: str, arch: str) -> Path:
+        """The cached .deb of a Debian package, downloaded once with apt-get (under a
+        lock: two downloads into one apt directory would fight over its lists)."""
+        debs = self.cache / "debs"
+        with _locked(self.cache / "locks" / "apt.lock"):
+            found = sorted(debs.glob(f"{package}_*_{arch}.deb"))
+            if not found:
+                self._apt_download([package], debs, arch)
+                found = sorted(debs.glob(f"{package}_*_{arch}.deb"))
+        if not found:
+            raise EdgeError(f"apt-get download of {package} ({arch}) left no .deb in {debs}")
+        return found[-1]
+
     def _deb_program(self, package: str, program: str, arch: str) -> bytes:
         """/usr/bin/PROGRAM (or /bin/PROGRAM) of a Debian package, downloaded once with apt-get."""
-        debs = self.cache / "debs"
-        found = sorted(debs.glob(f"{package}_*_{arch}.deb"))
-        if not found:
-            self._apt_download([package], debs, arch)
-            found = sorted(debs.glob(f"{package}_*_{arch}.deb"))
-        proc = subprocess.run(["dpkg-deb", "--fsys-tarfile", str(found[-1])], capture_output=True, check=True)
+        deb = self.deb(package, arch)
+        proc = subprocess.run(["dpkg-deb", "--fsys-tarfile", str(deb)], capture_output=True, check=True)
         import io
 
         with tarfile.open(fileobj=io.BytesIO(proc.stdout)) as tar:
@@ -973,7 +985,7 @@ class Builder:
                     f = tar.extractfile(member)
                     assert f is not None
                     return f.read()
-        raise EdgeError(f"{found[-1]} has no bin/{program}")
+        raise EdgeError(f"{deb} has no bin/{program}")
 
     def _apt_download(self, packages: list[str], dest: Path, arch: str) -> None:
         apt = self.cache / "apt"
