@@ -21,7 +21,9 @@ FAKE_PYTHON = """#!/bin/bash
 for a; do case $a in --junitxml=*) j=${a#--junitxml=} ;; esac; done
 name=$(basename "$j" .xml); name=${name#junit-}
 echo "$name start $(date +%s.%N)" >> "$FAKE_LOG"
-sleep "$FAKE_SLEEP"
+sleep=$FAKE_SLEEP
+for kv in $FAKE_SLEEPS; do [ "${kv%%=*}" = "$name" ] && sleep=${kv#*=}; done
+sleep "$sleep"
 echo "$name end $(date +%s.%N)" >> "$FAKE_LOG"
 echo "fake pytest output of $name"
 case " $FAKE_FAIL " in *" $name "*) exit 1 ;; esac
@@ -29,7 +31,9 @@ exit 0
 """
 
 
-def _run(tmp_path: Path, *args: str, fail: str = "", sleep: float = 1.0) -> tuple[subprocess.CompletedProcess, dict]:
+def _run(
+    tmp_path: Path, *args: str, fail: str = "", sleep: float = 1.0, sleeps: str = ""
+) -> tuple[subprocess.CompletedProcess, dict]:
     checkout = tmp_path / "checkout"
     (checkout / "scripts").mkdir(parents=True)
     shutil.copy2(REPO / "scripts" / "run-tests", checkout / "scripts" / "run-tests")
@@ -47,6 +51,7 @@ def _run(tmp_path: Path, *args: str, fail: str = "", sleep: float = 1.0) -> tupl
         "FAKE_LOG": str(log),
         "FAKE_FAIL": fail,
         "FAKE_SLEEP": str(sleep),
+        "FAKE_SLEEPS": sleeps,
     }
     env.pop("EDGECONTAINERS_SERIAL", None)
     proc = subprocess.run(["bash", str(checkout / "scripts" / "run-tests"), *args], env=env, stdin=subprocess.DEVNULL,
@@ -65,17 +70,28 @@ def _cores() -> int:
 def test_the_ota_lane_runs_alongside_the_other_stages(tmp_path: Path):
     if _cores() < 2:
         pytest.skip("one core: run-tests runs its stages one after another here")
-    proc, t = _run(tmp_path)
+    proc, t = _run(tmp_path, sleeps="ota=4")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert set(t) == {"lint-and-unit", "bitbake", "system", "ota"}
-    # the main lane is sequential, the OTA lane starts with it and overlaps it
+    # while the OTA chain runs, the other stages run one after another beside it
     assert t["lint-and-unit"]["end"] <= t["bitbake"]["start"] and t["bitbake"]["end"] <= t["system"]["start"]
-    assert t["ota"]["start"] < t["lint-and-unit"]["end"]
+    assert t["ota"]["start"] < t["lint-and-unit"]["end"] and t["system"]["end"] < t["ota"]["end"]
     # the lane's output is printed, and every stage is in the summary
     assert "fake pytest output of ota" in proc.stdout
     summary = (tmp_path / "checkout/build/test-results/summary.txt").read_text()
     for stage in ("ruff: ok", "lint-and-unit: exit 0", "bitbake: exit 0", "system: exit 0", "ota: exit 0"):
         assert stage in summary
+
+
+def test_a_lane_that_is_done_takes_the_next_stage_not_yet_started(tmp_path: Path):
+    """A long BitBake parse (a cold machine): the OTA lane, done first, runs the system suite."""
+    if _cores() < 2:
+        pytest.skip("one core: run-tests runs its stages one after another here")
+    proc, t = _run(tmp_path, sleep=0.3, sleeps="ota=1.5 bitbake=5")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert sorted(t) == ["bitbake", "lint-and-unit", "ota", "system"]  # each stage once
+    assert t["ota"]["end"] <= t["system"]["start"] < t["bitbake"]["end"]
+    assert "fake pytest output of system" in (tmp_path / "checkout/build/test-results/lane-2.log").read_text()
 
 
 @pytest.mark.parametrize("failing", ["ota", "bitbake"])
