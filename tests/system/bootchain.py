@@ -204,6 +204,46 @@ def shutdown(session: Session, timeout: float = 180) -> None:
     session.poweroff(10)
 
 
+def attempts(layer: Layer) -> int:
+    return int(layer.settings["EDGECONTAINERS_BOOT_ATTEMPTS"])
+
+
+def console_since(session: Session, offset: int) -> str:
+    session.tee.flush()
+    assert session.log_path is not None
+    with session.log_path.open("rb") as f:
+        f.seek(offset)
+        return f.read().decode(errors="replace")
+
+
+def slot_of_root(s: Session) -> tuple[str, int]:
+    """(rauc.slot=, partition number of root=PARTUUID=) of the running kernel."""
+    cmdline = s.run("cat /proc/cmdline", check=True).output.split()
+    slot = next(w.split("=", 1)[1] for w in cmdline if w.startswith("rauc.slot="))
+    root = next(w for w in cmdline if w.startswith("root="))
+    assert root.startswith("root=PARTUUID="), f"boot.scr should pass the slot by PARTUUID: {root}"
+    dev = s.run(f"readlink -f /dev/disk/by-partuuid/{root.split('=', 2)[2]}", check=True).output.strip()
+    m = re.fullmatch(r"/dev/vda(\d+)", dev)
+    assert m, f"{root} is {dev}"
+    return slot, int(m.group(1))
+
+
+def booted_slot_good(s: Session, slot: str) -> None:
+    props = s.run("systemctl show -p ActiveState -p Result edgecontainers-health.service", check=True).output
+    assert dict(line.split("=", 1) for line in props.split()) == {"ActiveState": "active", "Result": "success"}, props
+    status = json.loads(s.run("rauc status --detailed --output-format=json", check=True).output)
+    assert status.get("booted") == slot, status
+    slots = {name: info for entry in status["slots"] for name, info in entry.items()}
+    info = next(i for i in slots.values() if i.get("bootname") == slot)
+    assert info.get("boot_status") == "good", info
+
+
+def guest_state(s: Session) -> dict[str, str]:
+    """The state file as RAUC's uboot backend reads it on the device (fw_printenv, /etc/fw_env.config)."""
+    out = s.run("fw_printenv BOOT_ORDER BOOT_A_LEFT BOOT_B_LEFT", check=True).output
+    return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+
+
 def log_offset(session: Session) -> int:
     assert session.log_path is not None
     session.tee.flush()

@@ -171,6 +171,20 @@ def build_image(builder: Builder):
     return build
 
 
+UBOOT_MACHINE = "qemuarm64"
+
+
+@pytest.fixture(scope="session")
+def arm64_image(request: pytest.FixtureRequest) -> TestImage:
+    """The qemuarm64 test image (U-Boot, boot.scr) of the U-Boot modules, built once per session."""
+    if request.config.getoption("image") or request.config.getoption("deploy_dir"):
+        pytest.skip("builds the arm64 Debian test image; not run against a kas build")
+    missing = check_host(UBOOT_MACHINE)
+    if missing:
+        host_cannot(f"cannot build the {UBOOT_MACHINE} test image here: missing " + ", ".join(missing))
+    return Builder().build(ImageSpec(machine=UBOOT_MACHINE, engine="podman", variant="production"))
+
+
 def _kas_target(config: pytest.Config, plan: BootPlan) -> BootTarget:
     from edgecontainers.qemu.vm import needs
 

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from bootchain import shutdown
 from conftest import CONSOLE_DIR, RESULTS, report_harness_events
 
 from edgecontainers.qemu import ota
@@ -24,12 +25,13 @@ from edgecontainers.testimage.builder import TestImage
 @contextlib.contextmanager
 def ota_guest(image: TestImage, name: str, *, workdir: Path, guestfwd: tuple[tuple[int, int], ...],
               figures: dict[str, float | int], figures_file: str,
-              extra_drives: tuple[Drive, ...] = ()) -> Iterator[Session]:  # fmt: skip
-    """The guest of an OTA module (console log boot-<name>-grub.log), booted through
-    OVMF and GRUB and ready; afterwards its figures go to build/test-results/<figures_file>."""
+              extra_drives: tuple[Drive, ...] = (), boot: str = "grub") -> Iterator[Session]:  # fmt: skip
+    """The guest of an OTA module (console log boot-<name>-<boot>.log), booted through
+    its bootloader (OVMF and GRUB, or U-Boot and boot.scr) and ready; afterwards its
+    figures go to build/test-results/<figures_file>."""
     target = BootTarget.from_qemuboot(find_qemuboot(image.qemuboot))
     CONSOLE_DIR.mkdir(parents=True, exist_ok=True)
-    session = Session(target, boot="grub", log_path=CONSOLE_DIR / f"boot-{name}-grub.log", workdir=workdir,
+    session = Session(target, boot=boot, log_path=CONSOLE_DIR / f"boot-{name}-{boot}.log", workdir=workdir,
                       guestfwd=guestfwd, extra_drives=extra_drives)  # fmt: skip
     session.watchdog_seconds = ota.WATCHDOG_SECONDS
     started = time.monotonic()
@@ -43,7 +45,10 @@ def ota_guest(image: TestImage, name: str, *, workdir: Path, guestfwd: tuple[tup
         figures["power_cycles"] = session.power_cycles
         RESULTS.mkdir(parents=True, exist_ok=True)
         (RESULTS / figures_file).write_text(json.dumps(figures, indent=1) + "\n")
-        session.poweroff(90)
+        if boot == "uboot" and session.vm is not None and session.vm.alive:
+            shutdown(session)  # no ACPI power button on the arm64 guest
+        else:
+            session.poweroff(90)
         session.close()
 
 

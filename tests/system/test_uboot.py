@@ -15,11 +15,13 @@ under TCG (docs/testing.md has the measured times).  Run with
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import re
 import shutil
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pexpect
@@ -29,35 +31,30 @@ from bootchain import (
     NO_SLOT_LEFT,
     BootState,
     NoRebootSession,
+    attempts,
+    booted_slot_good,
     bootings,
+    console_since,
+    guest_state,
     one_attempt,
     panicking_slot,
     partitions,
     shutdown,
+    slot_of_root,
     wait_log,
 )
-from conftest import CONSOLE_DIR, host_cannot
+from conftest import CONSOLE_DIR, UBOOT_MACHINE
 
 from edgecontainers.qemu.qemuboot import find_qemuboot
 from edgecontainers.qemu.session import BootTarget, Session
-from edgecontainers.testimage.builder import Builder, ImageSpec, TestImage, check_host, compile_boot_script
+from edgecontainers.testimage.builder import Builder, TestImage, compile_boot_script
 from edgecontainers.testimage.layer import Layer, default_layer
 
 pytestmark = [pytest.mark.qemu, pytest.mark.uboot]
 
-MACHINE = "qemuarm64"
+MACHINE = UBOOT_MACHINE
 BOOT_TIMEOUT = 1500
 MiB = 1024 * 1024
-
-
-@pytest.fixture(scope="module")
-def arm64_image(request: pytest.FixtureRequest) -> TestImage:
-    if request.config.getoption("image") or request.config.getoption("deploy_dir"):
-        pytest.skip("builds the arm64 Debian test image; not run against a kas build")
-    missing = check_host(MACHINE)
-    if missing:
-        host_cannot(f"cannot build the {MACHINE} test image here: missing " + ", ".join(missing))
-    return Builder().build(ImageSpec(machine=MACHINE, engine="podman", variant="production"))
 
 
 @pytest.fixture(scope="module")
@@ -70,46 +67,6 @@ def target(arm64_image: TestImage) -> BootTarget:
     t = BootTarget.from_qemuboot(find_qemuboot(arm64_image.qemuboot))
     assert "uboot" in t.boot_paths and t.bios is not None, t
     return t
-
-
-def attempts(layer: Layer) -> int:
-    return int(layer.settings["EDGECONTAINERS_BOOT_ATTEMPTS"])
-
-
-def console_since(session: Session, offset: int) -> str:
-    session.tee.flush()
-    assert session.log_path is not None
-    with session.log_path.open("rb") as f:
-        f.seek(offset)
-        return f.read().decode(errors="replace")
-
-
-def slot_of_root(s: Session) -> tuple[str, int]:
-    """(rauc.slot=, partition number of root=PARTUUID=) of the running kernel."""
-    cmdline = s.run("cat /proc/cmdline", check=True).output.split()
-    slot = next(w.split("=", 1)[1] for w in cmdline if w.startswith("rauc.slot="))
-    root = next(w for w in cmdline if w.startswith("root="))
-    assert root.startswith("root=PARTUUID="), f"boot.scr should pass the slot by PARTUUID: {root}"
-    dev = s.run(f"readlink -f /dev/disk/by-partuuid/{root.split('=', 2)[2]}", check=True).output.strip()
-    m = re.fullmatch(r"/dev/vda(\d+)", dev)
-    assert m, f"{root} is {dev}"
-    return slot, int(m.group(1))
-
-
-def booted_slot_good(s: Session, slot: str) -> None:
-    props = s.run("systemctl show -p ActiveState -p Result edgecontainers-health.service", check=True).output
-    assert dict(line.split("=", 1) for line in props.split()) == {"ActiveState": "active", "Result": "success"}, props
-    status = json.loads(s.run("rauc status --detailed --output-format=json", check=True).output)
-    assert status.get("booted") == slot, status
-    slots = {name: info for entry in status["slots"] for name, info in entry.items()}
-    info = next(i for i in slots.values() if i.get("bootname") == slot)
-    assert info.get("boot_status") == "good", info
-
-
-def guest_state(s: Session) -> dict[str, str]:
-    """The state file as RAUC's uboot backend reads it on the device (fw_printenv, /etc/fw_env.config)."""
-    out = s.run("fw_printenv BOOT_ORDER BOOT_A_LEFT BOOT_B_LEFT", check=True).output
-    return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
 
 
 # ---------------------------------------------------------------- slot A from boot.scr
@@ -140,6 +97,7 @@ def assert_uboot_boots_slot_a(target: BootTarget, layer: Layer, work: Path, log:
     assert state.read(disk, "qcow2") == {"BOOT_ORDER": "A B", "BOOT_A_LEFT": str(n), "BOOT_B_LEFT": "0"}
 
 
+@pytest.mark.uboot_full
 def test_uboot_boots_slot_a_from_boot_scr(target: BootTarget, layer: Layer, tmp_path: Path):
     CONSOLE_DIR.mkdir(parents=True, exist_ok=True)
     assert_uboot_boots_slot_a(target, layer, tmp_path, CONSOLE_DIR / "uboot-slot-a.log")
@@ -172,6 +130,39 @@ def test_uboot_negative_swapped_partitions_fail_the_slot_a_boot(target: BootTarg
 
 
 # ---------------------------------------------------------------- boot counting
+def panicking_b_attempts(target: BootTarget, state: BootState, overlay: Path, log: Path, work: Path,
+                         n: int) -> list[str]:  # fmt: skip
+    """Boot slot B, whose kernel panics, until its attempts are gone: one QEMU run per
+    attempt (-no-reboot), the state file read back from the disk after each; the
+    console of each attempt."""
+    consoles = []
+    for left in range(n - 1, -1, -1):
+        s = NoRebootSession(target, boot="uboot", log_path=log, disk=overlay, workdir=work / f"attempt-{left}")
+        console = one_attempt(s)
+        s.close()
+        assert bootings(console) == [("B", 3, n, left)], console[-3000:]
+        assert "Kernel panic - not syncing" in console, console[-3000:]
+        assert state.read(overlay, "qcow2") == {"BOOT_ORDER": "B A", "BOOT_A_LEFT": str(n), "BOOT_B_LEFT": str(left)}
+        consoles.append(console)
+    return consoles
+
+
+@contextlib.contextmanager
+def falls_back_to_a(target: BootTarget, overlay: Path, log: Path, work: Path, n: int) -> Iterator[Session]:
+    """The boot after B's last attempt: boot.scr chooses A, which becomes ready and is
+    marked good by the health gate; powered off afterwards."""
+    offset = log.stat().st_size
+    with Session(target, boot="uboot", log_path=log, disk=overlay, workdir=work) as s:
+        choice = wait_log(s, offset, BOOTING, 600)
+        assert bootings(choice) == [("A", 2, n - 1, 0)], choice[-3000:]
+        s.wait_ready(BOOT_TIMEOUT)
+        assert bootings(console_since(s, offset)) == [("A", 2, n - 1, 0)]
+        assert slot_of_root(s) == ("A", 2)
+        booted_slot_good(s, "A")
+        yield s
+        shutdown(s)
+
+
 def test_uboot_boot_count_exhaustion_falls_back_to_slot_a(target: BootTarget, arm64_image: TestImage, layer: Layer,
                                                           tmp_path: Path):  # fmt: skip
     """Slot B activated as RAUC's install leaves it (BOOT_ORDER "B A", B with all
@@ -186,30 +177,17 @@ def test_uboot_boot_count_exhaustion_falls_back_to_slot_a(target: BootTarget, ar
     overlay = tmp_path / "overlay.qcow2"
     log = CONSOLE_DIR / "uboot-exhaustion.log"
     log.unlink(missing_ok=True)
-    for left in range(n - 1, -1, -1):
-        s = NoRebootSession(t, boot="uboot", log_path=log, disk=overlay, workdir=tmp_path / f"attempt-{left}")
-        console = one_attempt(s)
-        s.close()
-        assert bootings(console) == [("B", 3, n, left)], console[-3000:]
-        assert "Kernel panic - not syncing" in console, console[-3000:]
-        assert state.read(overlay, "qcow2") == {"BOOT_ORDER": "B A", "BOOT_A_LEFT": str(n), "BOOT_B_LEFT": str(left)}
-    offset = log.stat().st_size
-    with Session(t, boot="uboot", log_path=log, disk=overlay, workdir=tmp_path / "fallback") as s:
-        choice = wait_log(s, offset, BOOTING, 600)
-        assert bootings(choice) == [("A", 2, n - 1, 0)], choice[-3000:]
-        s.wait_ready(BOOT_TIMEOUT)
-        assert bootings(console_since(s, offset)) == [("A", 2, n - 1, 0)]
-        assert slot_of_root(s) == ("A", 2)
-        booted_slot_good(s, "A")
+    panicking_b_attempts(t, state, overlay, log, tmp_path, n)
+    with falls_back_to_a(t, overlay, log, tmp_path / "fallback", n) as s:
         assert guest_state(s) == {"BOOT_ORDER": "B A", "BOOT_A_LEFT": str(n), "BOOT_B_LEFT": "0"}
         offset = log.stat().st_size
         s.reboot(BOOT_TIMEOUT)
         assert bootings(console_since(s, offset)) == [("A", 2, n - 1, 0)], "A did not stay the booted slot"
         booted_slot_good(s, "A")
-        shutdown(s)
     assert state.read(overlay, "qcow2") == {"BOOT_ORDER": "B A", "BOOT_A_LEFT": str(n), "BOOT_B_LEFT": "0"}
 
 
+@pytest.mark.uboot_full
 def test_uboot_no_slot_left_gives_the_slots_new_attempts(target: BootTarget, arm64_image: TestImage, layer: Layer,
                                                          tmp_path: Path):  # fmt: skip
     """Every slot out of attempts (A marked bad by RAUC: out of BOOT_ORDER, 0; B's
@@ -224,25 +202,12 @@ def test_uboot_no_slot_left_gives_the_slots_new_attempts(target: BootTarget, arm
     overlay = tmp_path / "overlay.qcow2"
     log = CONSOLE_DIR / "uboot-no-slot-left.log"
     log.unlink(missing_ok=True)
-    for left in range(n - 1, -1, -1):
-        s = NoRebootSession(t, boot="uboot", log_path=log, disk=overlay, workdir=tmp_path / f"attempt-{left}")
-        console = one_attempt(s)
-        s.close()
-        if left == n - 1:
-            assert NO_SLOT_LEFT in console, console[-3000:]
-            assert f"edgecontainers: BOOT_ORDER=B A A={n} B={n}" in console, console[-3000:]
-        else:
-            assert NO_SLOT_LEFT not in console
-        assert bootings(console) == [("B", 3, n, left)], console[-3000:]
-        assert state.read(overlay, "qcow2") == {"BOOT_ORDER": "B A", "BOOT_A_LEFT": str(n), "BOOT_B_LEFT": str(left)}
-    offset = log.stat().st_size
-    with Session(t, boot="uboot", log_path=log, disk=overlay, workdir=tmp_path / "fallback") as s:
-        choice = wait_log(s, offset, BOOTING, 600)
-        assert bootings(choice) == [("A", 2, n - 1, 0)], choice[-3000:]
-        s.wait_ready(BOOT_TIMEOUT)
-        assert bootings(console_since(s, offset)) == [("A", 2, n - 1, 0)]
-        booted_slot_good(s, "A")
-        shutdown(s)
+    first, *later = panicking_b_attempts(t, state, overlay, log, tmp_path, n)
+    assert NO_SLOT_LEFT in first, first[-3000:]
+    assert f"edgecontainers: BOOT_ORDER=B A A={n} B={n}" in first, first[-3000:]
+    assert all(NO_SLOT_LEFT not in console for console in later)
+    with falls_back_to_a(t, overlay, log, tmp_path / "fallback", n):
+        pass
     assert state.read(overlay, "qcow2") == {"BOOT_ORDER": "B A", "BOOT_A_LEFT": str(n), "BOOT_B_LEFT": "0"}
 
 
@@ -268,6 +233,7 @@ def rpi_uboot(builder: Builder, work: Path) -> Path:
     return work / "u-boot-rpi/usr/lib/u-boot/rpi_arm64/u-boot.bin"
 
 
+@pytest.mark.uboot_full
 def test_uboot_rpi_runs_boot_scr_from_mmc(arm64_image: TestImage, tmp_path: Path):
     """The Pi's own U-Boot (rpi_arm64) on QEMU's raspi3b, started as the Pi firmware
     starts it (the kernel image, with the board's device tree and the firmware's
