@@ -1,4 +1,5 @@
-"""scripts/run-tests: the OTA lane runs alongside the other stages, every stage's
+"""scripts/run-tests: the OTA lane (the GRUB OTA chain, then the U-Boot chain)
+runs alongside the other stages, every stage's
 failure fails the command, and --serial runs them one after another.
 
 The script runs from a copy in a temporary directory (it writes its results under
@@ -72,14 +73,17 @@ def test_the_ota_lane_runs_alongside_the_other_stages(tmp_path: Path):
         pytest.skip("one core: run-tests runs its stages one after another here")
     proc, t = _run(tmp_path, sleeps="ota=4")
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert set(t) == {"lint-and-unit", "bitbake", "system", "ota"}
+    assert set(t) == {"lint-and-unit", "bitbake", "system", "ota", "uboot"}
     # while the OTA chain runs, the other stages run one after another beside it
     assert t["lint-and-unit"]["end"] <= t["bitbake"]["start"] and t["bitbake"]["end"] <= t["system"]["start"]
     assert t["ota"]["start"] < t["lint-and-unit"]["end"] and t["system"]["end"] < t["ota"]["end"]
+    # the U-Boot chain runs in the lane that is free first: here the first, while the OTA chain still runs
+    assert t["system"]["end"] <= t["uboot"]["start"] < t["ota"]["end"]
     # the lane's output is printed, and every stage is in the summary
     assert "fake pytest output of ota" in proc.stdout
     summary = (tmp_path / "checkout/build/test-results/summary.txt").read_text()
-    for stage in ("ruff: ok", "lint-and-unit: exit 0", "bitbake: exit 0", "system: exit 0", "ota: exit 0"):
+    for stage in ("ruff: ok", "lint-and-unit: exit 0", "bitbake: exit 0", "system: exit 0", "ota: exit 0",
+                  "uboot: exit 0"):  # fmt: skip
         assert stage in summary
 
 
@@ -89,7 +93,7 @@ def test_a_lane_that_is_done_takes_the_next_stage_not_yet_started(tmp_path: Path
         pytest.skip("one core: run-tests runs its stages one after another here")
     proc, t = _run(tmp_path, sleep=0.3, sleeps="ota=1.5 bitbake=5")
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert sorted(t) == ["bitbake", "lint-and-unit", "ota", "system"]  # each stage once
+    assert sorted(t) == ["bitbake", "lint-and-unit", "ota", "system", "uboot"]  # each stage once
     assert t["ota"]["end"] <= t["system"]["start"] < t["bitbake"]["end"]
     assert "fake pytest output of system" in (tmp_path / "checkout/build/test-results/lane-2.log").read_text()
 
@@ -98,14 +102,20 @@ def test_a_lane_that_is_done_takes_the_next_stage_not_yet_started(tmp_path: Path
 def test_a_failing_stage_in_either_lane_fails_the_command_and_the_rest_still_runs(tmp_path: Path, failing: str):
     proc, t = _run(tmp_path, fail=failing, sleep=0.2)
     assert proc.returncode == 1, proc.stdout + proc.stderr
-    assert set(t) == {"lint-and-unit", "bitbake", "system", "ota"}
+    assert set(t) == {"lint-and-unit", "bitbake", "system", "ota", "uboot"}
     assert f"{failing}: exit 1" in (tmp_path / "checkout/build/test-results/summary.txt").read_text()
 
 
 def test_serial_runs_the_ota_lane_after_the_others(tmp_path: Path):
     proc, t = _run(tmp_path, "--serial", sleep=0.2)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert t["system"]["end"] <= t["ota"]["start"]
+    assert t["system"]["end"] <= t["ota"]["start"] and t["ota"]["end"] <= t["uboot"]["start"]
+
+
+def test_full_adds_the_long_stages(tmp_path: Path):
+    proc, t = _run(tmp_path, "--full", sleep=0.1)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert set(t) == {"lint-and-unit", "bitbake", "system", "ota", "uboot", "uboot-full", "ota-docker"}
 
 
 def test_an_unknown_argument_is_one_line_and_exit_2(tmp_path: Path):
