@@ -31,7 +31,9 @@ def ota_guest(image: TestImage, name: str, *, workdir: Path, guestfwd: tuple[tup
     figures go to build/test-results/<figures_file>."""
     target = BootTarget.from_qemuboot(find_qemuboot(image.qemuboot))
     CONSOLE_DIR.mkdir(parents=True, exist_ok=True)
-    session = Session(target, boot=boot, log_path=CONSOLE_DIR / f"boot-{name}-{boot}.log", workdir=workdir,
+    log = CONSOLE_DIR / f"boot-{name}-{boot}.log"
+    log.unlink(missing_ok=True)  # this module's boots only (the tests read it from the start)
+    session = Session(target, boot=boot, log_path=log, workdir=workdir,
                       guestfwd=guestfwd, extra_drives=extra_drives)  # fmt: skip
     session.watchdog_seconds = ota.WATCHDOG_SECONDS
     started = time.monotonic()
