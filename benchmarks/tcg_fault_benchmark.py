@@ -7,7 +7,7 @@ Candidates (all TCG; KVM is never used here, docs/testing.md):
 
   mttcg-2cpu      today's command line: -accel tcg -smp 2 (one host thread per vCPU)
   single-2cpu     -accel tcg,thread=single -smp 2 (both vCPUs on one host thread)
-  mttcg-1cpu      -accel tcg -smp 1
+  mttcg-1cpu      -accel tcg -smp 1 (the harness's default for x86-64 guests since)
   trixie-2cpu     Debian trixie's QEMU, -accel tcg -smp 2, run from a trixie tree
                   (mmdebstrap) through that tree's own dynamic loader, the host
                   unchanged (--trixie-qemu DIR; --make-trixie-qemu makes it)

@@ -32,14 +32,18 @@ log = logging.getLogger(__name__)
 # host's gateway address, which restrict=on cuts off).
 GUESTFWD_ADDR = "10.0.2.100"
 QEMU_BINARY = {"x86_64": "qemu-system-x86_64", "aarch64": "qemu-system-aarch64"}
-# x86-64 guests: single-threaded TCG (both vCPUs on one host thread).  Under
-# multi-threaded TCG (QEMU 7.2) the guest kernel, patching its own text
-# (static keys, when the containers' CPU quota switches CFS bandwidth on), hit
-# a stale int3 on the other vCPU: an oops, a panic, or a boot that hung
-# without a word.  benchmarks/tcg_fault_benchmark.py showed it no slower here
-# (too few boots to compare fault rates; docs/testing.md has the figures).
-# arm64 guests keep multi-threaded TCG: no such fault seen.
+# x86-64 guests: one vCPU by default, and single-threaded TCG whenever a caller
+# asks for more (both vCPUs on one host thread).  Under multi-threaded TCG
+# (QEMU 7.2, two vCPUs) the guest kernel, patching its own text (static keys,
+# when the containers' CPU quota switches CFS bandwidth on), hit a stale int3
+# on the other vCPU: an oops, a panic, or a boot that hung without a word.
+# benchmarks/tcg_fault_benchmark.py, 20 boots each (docs/testing.md): no fault
+# with one vCPU, with two on one thread, or with trixie's QEMU 10; one vCPU
+# was the fastest to "demo app healthy" (median 64.9 s against 69.6 s and
+# 68.4 s).  With one vCPU no other vCPU can run code being rewritten.
+# arm64 guests keep two vCPUs under multi-threaded TCG: no such fault seen.
 DEFAULT_ACCEL = {"x86_64": "tcg,thread=single", "aarch64": "tcg"}
+DEFAULT_SMP = {"x86_64": 1, "aarch64": 2}
 # Host firmware (Debian packages ovmf, qemu-efi-aarch64).
 OVMF_CODE_CANDIDATES = ("/usr/share/OVMF/OVMF_CODE_4M.fd", "/usr/share/OVMF/OVMF_CODE.fd")
 OVMF_VARS_CANDIDATES = ("/usr/share/OVMF/OVMF_VARS_4M.fd", "/usr/share/OVMF/OVMF_VARS.fd")
@@ -115,7 +119,7 @@ class VMConfig:
     machine: str = "q35"
     cpu: str = "max"
     memory_mib: int = 1024
-    smp: int = 2
+    smp: int | None = None  # None: DEFAULT_SMP of the guest architecture
     # TCG always (see the module's docstring); None: the guest architecture's
     # setting in DEFAULT_ACCEL.  A benchmark may pick other TCG options or run
     # another QEMU build (binary: its argv prefix).
@@ -144,7 +148,7 @@ class VMConfig:
         accel = self.accel or DEFAULT_ACCEL[self.arch]
         argv = [*(self.binary or [QEMU_BINARY[self.arch]]), "-accel", accel, "-machine", self.machine]
         argv += ["-cpu", self.cpu]
-        argv += ["-m", str(self.memory_mib), "-smp", str(self.smp)]
+        argv += ["-m", str(self.memory_mib), "-smp", str(self.smp or DEFAULT_SMP[self.arch])]
         argv += ["-display", "none", "-serial", "mon:stdio" if self.interactive else "stdio"]
         if not self.interactive:
             argv += ["-monitor", "none"]
