@@ -199,7 +199,7 @@ def shutdown(session: Session, timeout: float = 180) -> None:
     session.tee.note("poweroff (systemctl poweroff)")
     with contextlib.suppress(GuestError):
         session.run("systemctl poweroff", timeout=30)
-    if not session.vm.wait_exit(timeout):
+    if not session.wait_exit(timeout):
         session.tee.note(f"the guest did not power off within {timeout:.0f}s")
     session.poweroff(10)
 
@@ -274,10 +274,8 @@ def one_attempt(session: NoRebootSession, timeout: float = 600) -> str:
     offset = log.stat().st_size if log.exists() else 0
     session.start()
     assert session.vm is not None
-    # wait_exit reads the console into the log itself: no second reader on the pty
-    session._stop_drain()
     started = time.monotonic()
-    if not session.vm.wait_exit(timeout):
+    if not session.wait_exit(timeout):
         session.close()
         raise AssertionError(f"the boot attempt did not end in a reset within {timeout:.0f}s:\n{session.tee.tail(40)}")
     session.tee.note(f"attempt ended after {time.monotonic() - started:.1f}s")

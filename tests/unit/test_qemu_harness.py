@@ -3,6 +3,7 @@ driver (against a real shell under pexpect) and the failure output."""
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 from pathlib import Path
@@ -14,7 +15,22 @@ from edgecontainers.errors import UsageError
 from edgecontainers.qemu.console import PROMPT, Console, _Tee
 from edgecontainers.qemu.qemuboot import find_qemuboot, read_qemuboot, write_qemuboot
 from edgecontainers.qemu.session import BootTarget, Session
-from edgecontainers.qemu.vm import Drive, GuestError, StepTimeout, UserNet, VMConfig
+from edgecontainers.qemu.vm import Drive, GuestError, QemuVM, StepTimeout, UserNet, VMConfig
+
+# ---------------------------------------------------------------- the QEMU process
+
+
+def test_a_qemu_reaped_by_another_reader_is_gone_not_an_error(tmp_path):
+    """A session's console reader may reap QEMU while the harness waits for it to
+    exit (the U-Boot exhaustion test failed with pexpect's "Did someone else call
+    waitpid()"): the VM then reports it gone."""
+    vm = QemuVM(VMConfig(), workdir=tmp_path)
+    vm.process = pexpect.spawn("/bin/sh", ["-c", "exit 0"], encoding="utf-8")
+    os.waitpid(vm.process.pid, 0)  # the other reader
+    assert not vm.alive
+    assert vm.wait_exit(1)
+    vm.kill()
+
 
 # ---------------------------------------------------------------- command line
 

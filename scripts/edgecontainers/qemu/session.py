@@ -531,6 +531,15 @@ class Session:
                 self._start_drain()
         self.vm.started_at = time.monotonic()
 
+    def wait_exit(self, timeout: float) -> bool:
+        """Wait until QEMU exits on its own (a shutdown the guest was told to do);
+        True if it did.  The console reader stops first: only one thread reads the
+        console and reaps QEMU."""
+        if self.vm is None:
+            return True
+        self._stop_drain()
+        return self.vm.wait_exit(timeout)
+
     def poweroff(self, timeout: float = 120) -> None:
         """Shut the guest down cleanly (QEMU exits); killed if it does not in time."""
         if self.vm is None or not self.vm.alive:

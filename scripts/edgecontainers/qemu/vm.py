@@ -256,7 +256,20 @@ class QemuVM:
 
     @property
     def alive(self) -> bool:
-        return self.process is not None and self.process.isalive()
+        return self._isalive()
+
+    def _isalive(self) -> bool:
+        """Whether QEMU runs.  Another thread reading the console (a session's drain)
+        may reap QEMU between pexpect's checks: ptyprocess then finds no child
+        (ECHILD) and raises; that child is gone, so it is not alive."""
+        import pexpect
+
+        if self.process is None:
+            return False
+        try:
+            return bool(self.process.isalive())
+        except pexpect.ExceptionPexpect:
+            return False
 
     def qmp(self, command: str, arguments: dict | None = None, timeout: float = 10) -> dict:
         """One QMP command; returns the reply (raises GuestError if QMP does not answer)."""
@@ -297,15 +310,15 @@ class QemuVM:
         if self.process is None:
             return True
         deadline = time.monotonic() + timeout
-        while self.process.isalive() and time.monotonic() < deadline:
+        while self._isalive() and time.monotonic() < deadline:
             with contextlib.suppress(pexpect.TIMEOUT, pexpect.EOF):
                 self.process.expect(pexpect.EOF, timeout=min(1.0, max(0.1, deadline - time.monotonic())))
-        return not self.process.isalive()
+        return not self._isalive()
 
     def kill(self) -> None:
         """Stop QEMU now (QMP quit, then SIGTERM, then SIGKILL) and clean up."""
         proc = self.process
-        if proc is not None and proc.isalive():
+        if proc is not None and self._isalive():
             with contextlib.suppress(Exception):
                 self.qmp("quit", timeout=2)
             if not self.wait_exit(3):
