@@ -148,3 +148,30 @@ def test_image_key_changes_with_any_layer_input():
     assert builder.image_key(comp, spec, {"a": b"2"}) != base
     assert builder.image_key(comp, builder.ImageSpec(variant="dev"), {"a": b"1"}) != base
     assert builder.image_key(comp, spec, {"a": b"1"}) == base
+
+
+@pytest.mark.parametrize("read_only", [True, False])
+def test_read_only_rootfs_is_applied_as_oe_cores_hook_only_when_the_image_has_it(tmp_path, read_only):
+    """IMAGE_FEATURES read-only-rootfs -> the fstab root line ro and sshd on the
+    read-only configuration; without it the root stays 'defaults' (systemd-remount-fs
+    then makes it writable, as on a Yocto image).  The machine-id is empty either way."""
+    from edgecontainers.testimage import oecore
+    from edgecontainers.testimage.builder import BuildContext, Builder, Composition, ImageSpec
+
+    root = tmp_path / "rootfs"
+    (root / "etc/ssh").mkdir(parents=True)
+    (root / "etc/default").mkdir()
+    (root / "etc/fstab").write_text(oecore.BASE_FILES_FSTAB)
+    (root / "etc/default/ssh").write_text("SSHD_OPTS=\n")
+    (root / "etc/machine-id").write_text("uninitialized\n")
+    layer = Layer("qemux86-64", "podman", False)
+    features = ["read-only-rootfs"] if read_only else []
+    ctx = BuildContext(ImageSpec(), layer, root, tmp_path)
+    manifest: dict = {"image_steps": {}}
+    Builder._image_feature_steps(Builder.__new__(Builder), ctx, Composition(layer, [], [], features), manifest)
+    fstab = [ln.split() for ln in (root / "etc/fstab").read_text().splitlines() if ln.startswith("/dev/root")]
+    assert fstab == [["/dev/root", "/", "auto", "ro" if read_only else "defaults", "1", "0" if read_only else "1"]]
+    readonly = "SSHD_OPTS='-f /etc/ssh/sshd_config_readonly'" in (root / "etc/default/ssh").read_text()
+    assert readonly == read_only
+    assert (root / "etc/machine-id").read_bytes() == b""
+    assert ("/etc/fstab" in manifest["image_steps"]) == read_only

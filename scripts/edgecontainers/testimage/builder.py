@@ -227,13 +227,26 @@ def _image_link(ctx: BuildContext) -> str:
     return ctx.kernel_file.name
 
 
-def _allow_root_login(ctx: BuildContext) -> str | None:
-    path = ctx.rootfs / "etc/ssh/sshd_config"
-    text = path.read_text()
+def _allow_root_login(text: str) -> str:
     # oe-core rootfs-postcommands ssh_allow_root_login / ssh_allow_empty_password
     text = re.sub(r"^#?PermitRootLogin.*$", "PermitRootLogin yes", text, flags=re.M)
     text = re.sub(r"^#?PermitEmptyPasswords.*$", "PermitEmptyPasswords yes", text, flags=re.M)
     return text
+
+
+def _openssh_packageconfig(ctx: BuildContext) -> str:
+    """openssh's PACKAGECONFIG: oe-core's default and the distro's :append:pn-openssh."""
+    distro = ctx.layer.path / "conf/distro/edgecontainers.conf"
+    text = distro.read_text() if distro.is_file() else ""
+    extra = re.findall(r'^PACKAGECONFIG:append:pn-openssh\s*=\s*"([^"]*)"', text, flags=re.M)
+    return " ".join([oecore.OPENSSH_PACKAGECONFIG_DEFAULT, *extra])
+
+
+def _openssh_config(ctx: BuildContext, key_dir_var: str) -> str:
+    key_dir = ctx.layer.settings.get(key_dir_var) or oecore.OPENSSH_HOST_KEY_DIR_DEFAULT[key_dir_var]
+    hostkeys = oecore.openssh_hostkeys(_openssh_packageconfig(ctx), key_dir)
+    text = oecore.with_hostkeys((ctx.rootfs / "etc/ssh/sshd_config").read_text(), hostkeys)
+    return _allow_root_login(text) if ctx.dev else text
 
 
 def _empty_root_password(ctx: BuildContext) -> str | None:
@@ -247,17 +260,20 @@ def _empty_root_password(ctx: BuildContext) -> str | None:
 # tests/unit/test_testimage_provenance.py and the system test
 # test_image_files_come_from_debian_or_the_layer hold the image to it.
 PLUMBING: tuple[Plumbing, ...] = (
-    Plumbing("/etc/fstab", "file", "Debian's placeholder fstab replaced by oe-core base-files' /var/volatile tmpfs "
-             "line (the root stays read-only from the kernel's 'ro')",
-             "# oe-core base-files: logs and temporary files in RAM\n"
-             "tmpfs /var/volatile tmpfs defaults 0 0\n"),
-    Plumbing("/var/volatile", "dir", "oe-core: mount point of the volatile tmpfs"),
-    Plumbing("/var/log", "symlink", "oe-core fs-perms-volatile-log.txt: /var/log -> volatile/log (tmpfs); "
-             "the distro keeps this default (FILESYSTEM_PERMS_TABLES)", "volatile/log"),
-    Plumbing("/var/tmp", "symlink", "oe-core fs-perms-volatile-tmp.txt: /var/tmp -> volatile/tmp", "volatile/tmp"),
+    Plumbing("/etc/fstab", "file", "Debian's fstab is a placeholder; oe-core base-files installs its stock fstab "
+             "(/dev/root with defaults, /run and /var/volatile tmpfs); read-only-rootfs then makes the root line ro "
+             "(an image step, read_only_rootfs_hook)", oecore.BASE_FILES_FSTAB),
+    Plumbing("/var/volatile", "dir", "oe-core base-files: mount point of the volatile tmpfs"),
+    Plumbing("/var/log", "symlink", "oe-core fs-perms-volatile-log.txt (in the distro's FILESYSTEM_PERMS_TABLES): "
+             "/var/log -> volatile/log; Debian has a directory", "volatile/log",
+             when=lambda ctx: "/var/log" in oecore.fs_perms_links(ctx.layer.settings)),
+    Plumbing("/var/tmp", "symlink", "oe-core fs-perms-volatile-tmp.txt (in the distro's FILESYSTEM_PERMS_TABLES): "
+             "/var/tmp -> volatile/tmp; Debian has a directory", "volatile/tmp",
+             when=lambda ctx: "/var/tmp" in oecore.fs_perms_links(ctx.layer.settings)),
     Plumbing("/usr/lib/tmpfiles.d/00-create-volatile.conf", "file",
-             "oe-core systemd recipe: creates the volatile log and tmp directories at boot",
-             "d /var/volatile/log - - - -\nd /var/volatile/tmp 1777 - -\n"),
+             "oe-core systemd do_install: the volatile log and tmp directories, and the /var/log link when "
+             "FILESYSTEM_PERMS_TABLES has fs-perms-volatile-log.txt (Debian's systemd has no such file)",
+             lambda ctx: oecore.create_volatile_conf(ctx.layer.settings)),
     Plumbing("/etc/hostname", "file", "oe-core base-files: hostname is MACHINE (mmdebstrap copies the build "
              "host's)", lambda ctx: ctx.machine + "\n"),
     Plumbing("/etc/resolv.conf", "remove", "mmdebstrap copies the build host's resolver configuration"),
@@ -287,12 +303,19 @@ PLUMBING: tuple[Plumbing, ...] = (
              when=lambda ctx: ctx.facts.kernel_imagetype == "Image"),
     Plumbing("/boot/initrd", "symlink", "the layer's boot configurations load /boot/initrd when present; Debian "
              "names it initrd.img-VERSION", _initrd_link),
+    Plumbing("/etc/ssh/sshd_config", "modify", "oe-core openssh do_install: its HostKey lines (PACKAGECONFIG "
+             "hostkey-*, the distro's append) in OPENSSH_HOST_KEY_DIR; Debian's lists none.  Dev image: "
+             "IMAGE_FEATURES allow-root-login and allow-empty-password (rootfs-postcommands' edits)",
+             lambda ctx: _openssh_config(ctx, "OPENSSH_HOST_KEY_DIR"),
+             when=lambda ctx: (ctx.rootfs / "etc/ssh/sshd_config").is_file()),
+    Plumbing("/etc/ssh/sshd_config_readonly", "file", "oe-core openssh do_install: sshd_config for a read-only "
+             "root, its HostKey lines in OPENSSH_HOST_KEY_DIR_READONLY_CONFIG; Debian's openssh-server has none.  "
+             "Dev image: the same edits as sshd_config (rootfs-postcommands edits both)",
+             lambda ctx: _openssh_config(ctx, "OPENSSH_HOST_KEY_DIR_READONLY_CONFIG"), mode=0o600,
+             when=lambda ctx: (ctx.rootfs / "etc/ssh/sshd_config").is_file()),
     Plumbing("/etc/shadow", "modify", "dev image: IMAGE_FEATURES empty-root-password (oe-core "
              "rootfs-postcommands zap_empty_root_password's opposite: root without password)",
              _empty_root_password, mode=0o640, when=lambda ctx: ctx.dev),
-    Plumbing("/etc/ssh/sshd_config", "modify", "dev image: IMAGE_FEATURES allow-root-login and "
-             "allow-empty-password (oe-core rootfs-postcommands edit sshd_config the same way)",
-             _allow_root_login, when=lambda ctx: ctx.dev),
     # oe-core volatile-binds (systemd RDEPENDS on it): the units its do_compile generates from
     # VOLATILE_BINDS, enabled as its SYSTEMD_SERVICE, and its mount-copybind (see oecore.py).
     *(
@@ -706,6 +729,8 @@ class Builder:
             self._install_layer(ctx, comp, manifest)
         with _step("plumbing"):
             self._plumbing(ctx, manifest)
+        with _step("image features (oe-core rootfs-postcommands)"):
+            self._image_feature_steps(ctx, comp, manifest)
         (work / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True))
         artifacts = work
         with _step("kernel for direct boot"):
@@ -894,6 +919,40 @@ class Builder:
             manifest["plumbing"][item.path] = item.reason
         if enable:
             _chroot(root, "systemctl", "enable", *sorted(enable))
+        # the fs-perms links the plumbing does not make must be Debian's already
+        made = {item.path for item in PLUMBING if item.kind == "symlink" and item.path in manifest["plumbing"]}
+        for path, target in oecore.fs_perms_links(ctx.layer.settings).items():
+            link = root / path.lstrip("/")
+            have = os.readlink(link).rstrip("/") if link.is_symlink() else None
+            if path not in made and have != target:
+                raise ConfigError(
+                    f"FILESYSTEM_PERMS_TABLES links {path} -> {target}; the Debian base has "
+                    f"{have or 'no such link'} (builder.PLUMBING)"
+                )
+
+    def _image_feature_steps(self, ctx: BuildContext, comp: Composition, manifest: dict) -> None:
+        """oe-core rootfs-postcommands' steps for the image's IMAGE_FEATURES (after the
+        packages and the plumbing, as ROOTFS_POSTPROCESS_COMMAND runs after do_rootfs
+        installed them)."""
+        root = ctx.rootfs
+        steps = manifest["image_steps"]
+
+        def write(rel: str, data: bytes, mode: int, step: str) -> None:
+            _write(root / rel.lstrip("/"), data, mode)
+            steps[rel] = {"step": step, "sha256": hashlib.sha256(data).hexdigest()}
+
+        if "read-only-rootfs" in comp.features:
+            hook = "oe-core read_only_rootfs_hook (IMAGE_FEATURES read-only-rootfs)"
+            fstab = root / "etc/fstab"
+            if fstab.is_file():
+                write("/etc/fstab", oecore.read_only_fstab(fstab.read_text()).encode(), 0o644, hook)
+            if (root / "etc/ssh").is_dir():
+                default = root / "etc/default/ssh"
+                text = default.read_text() if default.is_file() else ""
+                rsa = (root / "etc/ssh/ssh_host_rsa_key").exists()
+                write("/etc/default/ssh", oecore.read_only_ssh_default(text, rsa).encode(), 0o644, hook)
+        # systemd_handle_machine_id: an empty machine-id (read-only-rootfs, and for presets)
+        write("/etc/machine-id", b"", 0o444, "oe-core systemd_handle_machine_id (an empty /etc/machine-id)")
 
     # ---------------------------------------------------------------- GRUB
     def _grub_efi(self, ctx: BuildContext, out: Path) -> None:

@@ -8,6 +8,14 @@ A Yocto image of this distro gets, from oe-core and not from the layer:
   writable tmpfs overlay (or a copy and bind) from WHAT over WHERE before
   local-fs.target; the recipe's default binds ``/var/lib``, ``/var/cache``,
   ``/var/spool`` and ``/srv``.  ``mount-copybind`` does the mounting.
+* **base-files' fstab**, with the root line that **read-only-rootfs**
+  (rootfs-postcommands' ``read_only_rootfs_hook``) turns from ``defaults`` into
+  ``ro``; the same hook points sshd at ``sshd_config_readonly`` through
+  ``/etc/default/ssh``, and ``systemd_handle_machine_id`` leaves an empty
+  ``/etc/machine-id``.
+* **the fs-perms tables** the distro selects (``FILESYSTEM_PERMS_TABLES``):
+  ``/var/log`` and ``/var/tmp`` as links into ``/var/volatile`` only when the
+  volatile tables are listed, and systemd's ``00-create-volatile.conf``.
 * **openssh's sshdgenkeys.service**: creates, before sshd runs, every host key
   that sshd's configuration names (``sshd -G``), in the distro's
   ``OPENSSH_HOST_KEY_DIR``.  Debian's own sshd-keygen.service only writes
@@ -21,7 +29,38 @@ this project's own implementations of the same behaviour.
 
 from __future__ import annotations
 
+import re
+
 from ..errors import ConfigError
+
+# base-files' fstab: the entries of oe-core's stock file (meta/recipes-core/base-files/
+# base-files/fstab; tests/unit/test_oecore_standin.py compares them when the checkout is present).
+BASE_FILES_FSTAB = """\
+# oe-core base-files' fstab (test image stand-in)
+/dev/root            /                    auto       defaults              1  1
+proc                 /proc                proc       defaults              0  0
+devpts               /dev/pts             devpts     mode=0620,ptmxmode=0666,gid=5      0  0
+tmpfs                /run                 tmpfs      mode=0755,nodev,nosuid,strictatime 0  0
+tmpfs                /var/volatile        tmpfs      defaults              0  0
+"""
+
+# bitbake.conf: FILESYSTEM_PERMS_TABLES ?= (the tables oe-core knows, with the links
+# their entries make).
+FS_PERMS_DEFAULT = "files/fs-perms.txt files/fs-perms-volatile-log.txt files/fs-perms-volatile-tmp.txt"
+FS_PERMS_LINKS: dict[str, tuple[tuple[str, str], ...]] = {
+    "files/fs-perms.txt": (("/var/run", "/run"), ("/var/lock", "/run/lock")),
+    "files/fs-perms-volatile-log.txt": (("/var/log", "volatile/log"),),
+    "files/fs-perms-volatile-tmp.txt": (("/var/tmp", "volatile/tmp"),),
+}
+VOLATILE_LOG_TABLE = "files/fs-perms-volatile-log.txt"
+
+# openssh_*.bb: PACKAGECONFIG ??= (the hostkey-* options decide the HostKey lines)
+OPENSSH_PACKAGECONFIG_DEFAULT = "systemd-sshd-socket-mode hostkey-ecdsa"
+OPENSSH_HOSTKEY_TYPES = ("rsa", "ecdsa", "ed25519")
+OPENSSH_HOST_KEY_DIR_DEFAULT = {
+    "OPENSSH_HOST_KEY_DIR": "/etc/ssh",
+    "OPENSSH_HOST_KEY_DIR_READONLY_CONFIG": "/var/run/ssh",
+}
 
 # volatile-binds.bb: VOLATILE_BINDS ?= (the distro and the layer keep it)
 VOLATILE_BINDS_DEFAULT: tuple[tuple[str, str], ...] = (
@@ -50,6 +89,73 @@ def volatile_binds(settings: dict[str, str]) -> tuple[tuple[str, str], ...]:
             raise ConfigError(f"VOLATILE_BINDS line {line.strip()!r} is not 'WHAT WHERE'")
         pairs.append((words[0], words[1]))
     return tuple(pairs)
+
+
+def fs_perms_tables(settings: dict[str, str]) -> list[str]:
+    """The fs-perms tables of the distro (bitbake.conf's default when it sets none)."""
+    tables = (settings.get("FILESYSTEM_PERMS_TABLES") or FS_PERMS_DEFAULT).split()
+    unknown = [t for t in tables if t not in FS_PERMS_LINKS]
+    if unknown:
+        raise ConfigError(
+            f"FILESYSTEM_PERMS_TABLES lists {' '.join(unknown)}, which the test image does not know "
+            f"(it knows oe-core's {', '.join(FS_PERMS_LINKS)})"
+        )
+    return tables
+
+
+def fs_perms_links(settings: dict[str, str]) -> dict[str, str]:
+    """path -> link target of every ``link`` entry of the selected tables."""
+    return {path: target for table in fs_perms_tables(settings) for path, target in FS_PERMS_LINKS[table]}
+
+
+def create_volatile_conf(settings: dict[str, str]) -> str:
+    """systemd's 00-create-volatile.conf as oe-core's systemd recipe installs it: the
+    volatile log and tmp directories, /var/tmp's link, and /var/log's link when the
+    volatile-log table is selected (do_install appends that line)."""
+    text = (
+        "# oe-core systemd: the volatile directories (test image stand-in)\n"
+        "d\t\t/run/lock\t\t1777\t-\t-\t-\n"
+        "d\t\t/var/volatile/log\t\t-\t-\t-\t-\n"
+        "d\t\t/var/volatile/tmp\t\t1777\t-\t-\n"
+        "L\t\t/var/tmp\t\t-\t-\t-\t-\t/var/volatile/tmp\n"
+    )
+    if VOLATILE_LOG_TABLE in fs_perms_tables(settings):
+        text += "L\t\t/var/log\t\t-\t-\t-\t-\t/var/volatile/log\n"
+    return text
+
+
+def read_only_fstab(text: str) -> str:
+    """read_only_rootfs_hook on fstab: the /dev/root line's ``defaults`` becomes ``ro``
+    and its fsck pass number 0."""
+    out = []
+    for line in text.splitlines(keepends=True):
+        if re.match(r"^[#\s]*/dev/root", line):
+            line = line.replace("defaults", "ro", 1)
+            line = re.sub(r"(\s*\d)(\s*)\d(\s*)$", r"\g<1>\g<2>0\g<3>", line)
+        out.append(line)
+    return "".join(out)
+
+
+def read_only_ssh_default(text: str, pregenerated_rsa_key: bool) -> str:
+    """read_only_rootfs_hook on /etc/default/ssh: with no pre-generated host keys,
+    sshd reads sshd_config_readonly."""
+    if text and not text.endswith("\n"):
+        text += "\n"
+    if pregenerated_rsa_key:
+        return text + "SYSCONFDIR=${SYSCONFDIR:-/etc/ssh}\nSSHD_OPTS=\n"
+    return text + "SYSCONFDIR=${SYSCONFDIR:-/var/run/ssh}\nSSHD_OPTS='-f /etc/ssh/sshd_config_readonly'\n"
+
+
+def openssh_hostkeys(packageconfig: str, key_dir: str) -> list[str]:
+    """The HostKey lines openssh's do_install writes for its PACKAGECONFIG."""
+    options = packageconfig.split()
+    return [f"HostKey {key_dir}/ssh_host_{t}_key" for t in OPENSSH_HOSTKEY_TYPES if f"hostkey-{t}" in options]
+
+
+def with_hostkeys(sshd_config: str, hostkeys: list[str]) -> str:
+    """openssh do_install: every HostKey line dropped (sed '/HostKey/d'), its own appended."""
+    kept = [ln for ln in sshd_config.splitlines() if "HostKey" not in ln]
+    return "\n".join(kept + hostkeys) + "\n"
 
 
 def volatile_bind_service(what: str) -> str:
