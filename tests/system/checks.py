@@ -127,6 +127,20 @@ class Expected:
         return str(next(iter(self.compose["services"].values()))["user"])
 
     @property
+    def confinement(self) -> tuple[bool, bool, bool]:
+        """(no-new-privileges, read-only root, every capability dropped) as the app's
+        declaration says."""
+        if self.engine == "podman":
+            c = self.quadlet["Container"]
+            drop = c.get("DropCapability", "").split()
+            return (c.get("NoNewPrivileges") == "true", c.get("ReadOnly") == "true",
+                    "ALL" in drop and not c.get("AddCapability"))  # fmt: skip
+        svc = next(iter(self.compose["services"].values()))
+        nnp = any(o.replace("=", ":") in ("no-new-privileges:true", "no-new-privileges")
+                  for o in svc.get("security_opt", []))  # fmt: skip
+        return nnp, bool(svc.get("read_only")), "ALL" in svc.get("cap_drop", []) and not svc.get("cap_add")
+
+    @property
     def app_name(self) -> str:
         if self.engine == "podman":
             return self.quadlet["Container"]["ContainerName"]
@@ -429,6 +443,29 @@ def app_non_root(s: Session, expected: Expected) -> None:
         assert set(gids.group(1).split()) == {gid}, f"app runs as gid {gids.group(1)}"
 
 
+def app_confined(s: Session, expected: Expected) -> None:
+    """The app's process as the kernel sees it: no new privileges, a seccomp filter
+    (the engines' default profile), no effective capabilities, a read-only root, as
+    the declaration asks."""
+    nnp, read_only, drop_all = expected.confinement
+    pid = _app_pid(s, expected)
+    status = dict(
+        (k.strip(), v.strip())
+        for k, _, v in (ln.partition(":") for ln in sh(s, f"cat /proc/{pid}/status").splitlines())
+    )
+    assert status.get("NoNewPrivs") == ("1" if nnp else "0"), (
+        f"NoNewPrivs {status.get('NoNewPrivs')} (declared no-new-privileges: {nnp})"
+    )
+    assert status.get("Seccomp") == "2", f"Seccomp {status.get('Seccomp')}: no seccomp filter on the app"
+    if drop_all:
+        assert int(status["CapEff"], 16) == 0 and int(status["CapPrm"], 16) == 0, (
+            f"capabilities CapEff {status['CapEff']} CapPrm {status['CapPrm']}; the declaration drops ALL"
+        )
+    # mountinfo: field 5 is the mount point, field 6 its per-mount options
+    root_opts = sh(s, f"awk '$5 == \"/\" {{print $6}}' /proc/{pid}/mountinfo | tail -n 1").strip().split(",")
+    assert ("ro" in root_opts) == read_only, f"the app's root is mounted {root_opts} (declared read-only: {read_only})"
+
+
 def app_limits(s: Session, expected: Expected) -> None:
     """The declared CPU and memory limits and slice are in the cgroup tree."""
     slice_, quota, memory = expected.limits
@@ -481,6 +518,28 @@ def health_gate_marked_good(s: Session, slot: str = "A") -> None:
     assert f"marked slot {slot} good" in log, log
 
 
+def rauc_keyring(s: Session, ca_pem: bytes | None) -> None:
+    """RAUC's keyring, where the running system.conf points it, is the CA the image
+    was built to trust (``ca_pem``; with a kas build only that it is a certificate)."""
+    conf = sh(s, "cat /etc/rauc/system.conf 2>/dev/null || cat /usr/lib/rauc/system.conf")
+    section = re.search(r"^\[keyring\]\s*$(.*?)(?=^\[|\Z)", conf, re.M | re.S)
+    assert section, f"system.conf has no [keyring]:\n{conf}"
+    path = re.search(r"^path=(\S+)", section.group(1), re.M)
+    assert path, f"[keyring] has no path: {section.group(1)}"
+    keyring = path.group(1)
+    if not keyring.startswith("/"):
+        base = "/etc/rauc" if s.run("test -f /etc/rauc/system.conf").ok else "/usr/lib/rauc"
+        keyring = f"{base}/{keyring}"
+    res = s.run(f"cat {shlex.quote(keyring)}")
+    assert res.ok and "BEGIN CERTIFICATE" in res.output, f"RAUC's keyring {keyring}: {res.output.strip()[:200]}"
+    if ca_pem is not None:
+
+        def certs(text: str) -> list[str]:
+            return ["".join(b.split()) for b in re.findall(r"-----BEGIN CERTIFICATE-----(.*?)-----END", text, re.S)]
+
+        assert certs(res.output) == certs(ca_pem.decode()), f"RAUC's keyring {keyring} is not the fleet CA"
+
+
 # ---------------------------------------------------------------- production lock-down
 def no_serial_getty(s: Session) -> None:
     # (getty@tty1 on the virtual terminal is not the serial console)
@@ -507,10 +566,39 @@ def root_login_refused(s: Session, expected: Expected) -> None:
     assert "Permission denied (publickey)" in proc.stderr, proc.stderr
 
 
-def ssh_refuses_passwords(s: Session) -> None:
-    conf = sh(s, "sshd -T 2>/dev/null | grep -iE '^(passwordauthentication|kbdinteractiveauthentication|"
-                 "permitemptypasswords|permitrootlogin) '").lower()  # fmt: skip
-    settings = dict(line.split(None, 1) for line in conf.splitlines() if line.strip())
+def sshd_config_in_use(s: Session) -> str:
+    """The configuration file of the sshd that serves: the listener's ``-f`` (its
+    process title keeps its arguments), or, socket-activated (oe-core's
+    systemd-sshd-socket-mode), sshd@.service's $SSHD_OPTS from /etc/default/ssh."""
+    args: list[str] = []
+    for unit in ("ssh.service", "sshd.service"):
+        pid = s.run(f"systemctl show -p MainPID --value {unit}").output.strip()
+        if pid.isdigit() and pid != "0":
+            args = sh(s, f"tr '\\0' ' ' < /proc/{pid}/cmdline").split()
+            break
+    else:
+        assert s.run("systemctl is-active sshd.socket").ok, "no sshd runs (no ssh.service, sshd.service or sshd.socket)"
+        args = sh(s, "SSHD_OPTS=; [ -f /etc/default/ssh ] && . /etc/default/ssh; echo $SSHD_OPTS").split()
+    return args[args.index("-f") + 1] if "-f" in args[:-1] else "/etc/ssh/sshd_config"
+
+
+def ssh_refuses_passwords(s: Session, expected: Expected) -> None:
+    """``sshd -T`` of the configuration the running sshd reads: no passwords, and host
+    keys that exist, in the directory the distro keeps on /data."""
+    config = sshd_config_in_use(s)
+    full = sh(s, f"sshd -T -f {shlex.quote(config)} 2>/dev/null")
+    wanted = ("passwordauthentication", "kbdinteractiveauthentication", "permitemptypasswords", "permitrootlogin")
+    settings = {
+        k.lower(): v.strip().lower() for k, _, v in (ln.partition(" ") for ln in full.splitlines()) if k in wanted
+    }
+    key_dir = expected.settings.get("OPENSSH_HOST_KEY_DIR_READONLY_CONFIG") or "/var/run/ssh"
+    hostkeys = [ln.split(None, 1)[1] for ln in full.splitlines() if ln.startswith("hostkey ")]
+    assert hostkeys, f"{config}: sshd names no host key"
+    for key in hostkeys:
+        assert str(Path(key).parent) in (key_dir, expected.settings.get("OPENSSH_HOST_KEY_DIR")), (
+            f"{config}: host key {key} is not in {key_dir} (OPENSSH_HOST_KEY_DIR*)"
+        )
+        assert s.run(f"test -s {shlex.quote(key)}").ok, f"{config}: host key {key} does not exist"
     assert settings.get("passwordauthentication") == "no", settings
     assert settings.get("kbdinteractiveauthentication") == "no", settings
     assert settings.get("permitemptypasswords") == "no", settings
