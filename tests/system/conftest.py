@@ -20,6 +20,10 @@ command line so pytest reads them):
   --boot B            grub, uboot or direct (default: per boot above / the image's bootloader)
   --ssh-key KEY       private key whose public half the production image trusts
                       (EDGECONTAINERS_SSH_AUTHORIZED_KEYS of the kas build)
+  --layer DIR         build the test images from this copy of meta-edgecontainers
+                      (the mutation run's mutants); what the tests expect still
+                      comes from the checkout's layer
+  --layer-tag NAME    the name of those images (default: custom)
 
 Artifacts: console logs in build/test-results/console/ (one per boot and one
 per test); JUnit XML where --junitxml says (scripts/run-tests: build/test-results).
@@ -79,6 +83,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--variant", choices=("production", "dev"), help="only this image variant")
     g.addoption("--boot", choices=("grub", "uboot", "direct"), help="only this boot path")
     g.addoption("--ssh-key", type=Path, help="SSH key the production image trusts (kas builds)")
+    g.addoption("--layer", type=Path, help="build the test images from this copy of the layer (expectations: checkout)")
+    g.addoption("--layer-tag", default="custom", help="name of the images built from --layer (default: custom)")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -226,7 +232,11 @@ def booted(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
         machine = target.machine_name or "qemux86-64"
     else:
         build_image = request.getfixturevalue("build_image")
-        image = build_image(ImageSpec(machine=config.getoption("machine"), engine=plan.engine, variant=plan.variant))
+        layer = config.getoption("layer")
+        tag = config.getoption("layer_tag") if layer else ""
+        spec = ImageSpec(machine=config.getoption("machine"), engine=plan.engine, variant=plan.variant,
+                         layer=layer.resolve() if layer else None, tag=tag)  # fmt: skip
+        image = build_image(spec)
         target = BootTarget.from_qemuboot(find_qemuboot(image.qemuboot))
         machine = image.spec.machine
     CONSOLE_DIR.mkdir(parents=True, exist_ok=True)
