@@ -1,4 +1,5 @@
-"""edgectl check: offline BitBake checks of the layer against the upstream layers."""
+"""edgectl check: offline BitBake checks of the layer against the upstream layers,
+and its kernel fragments against a kernel tree."""
 
 from __future__ import annotations
 
@@ -6,12 +7,12 @@ import argparse
 import os
 from pathlib import Path
 
-from .. import bbcheck
+from .. import bbcheck, kconfig
 from ..errors import EXIT_FAILED, EXIT_OK, ConfigError, UsageError
 from ..project import ENGINES, Project
 
 NAME = "check"
-HELP = "parse the layer and resolve its task graph against the real upstream layers, offline"
+HELP = "parse the layer and resolve its task graph against the real upstream layers, offline; kernel fragments"
 DESCRIPTION = """\
 Run BitBake against the real wrynose layers without building anything and
 without network access: 'bitbake -p' (every recipe parses), 'bitbake -g' of
@@ -33,6 +34,17 @@ the checkout may be anywhere (under /root, in a mode-0700 directory).
 Without --machine/--engine/--variant/--all it checks a subset that covers
 both engines, both variants and every boot path (what CI runs).
 
+'edgectl check kernel' checks the layer's kernel configuration fragments
+(recipes-kernel/linux/files/edgecontainers-kmeta) against a kernel tree, as
+oe-core's do_kernel_configcheck would after a build: per architecture the
+upstream defconfig, the fragments merged last with the kernel's
+merge_config.sh, 'make olddefconfig'; every option must keep the value its
+fragment asks for (an unknown option, or one whose dependencies are not met,
+fails naming the fragment line).  The tree is --source (a directory or a
+tarball), by default Debian trixie's linux-source-6.12 (wrynose builds 6.18,
+which Debian does not package), downloaded once into the test image cache.
+Needs make, gcc, flex, bison, and gcc-aarch64-linux-gnu for arm64 on x86-64.
+
 examples:
   edgectl check setup                          clone the upstream layers (network)
   edgectl check setup --from-mirror /srv/snapshots    ... or from local snapshots
@@ -40,6 +52,8 @@ examples:
   edgectl check bitbake                        the CI subset (3 configurations)
   edgectl check bitbake --all                  all machines x engines x variants
   edgectl check bitbake --machine qemuarm64 --engine docker --variant dev
+  edgectl check kernel                         the fragments, x86_64 and arm64, Debian's 6.12
+  edgectl check kernel --arch arm64 --source ~/src/linux-yocto
 
 exit codes: 0 all checks passed, 1 a check failed, 2 usage error or the
 upstream layer checkouts are missing.
@@ -48,7 +62,9 @@ upstream layer checkouts are missing.
 
 def setup_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "what", choices=["bitbake", "setup"], help="'bitbake': run the checks; 'setup': make the layer checkouts"
+        "what",
+        choices=["bitbake", "kernel", "setup"],
+        help="'bitbake': run the checks; 'kernel': the kernel fragments; 'setup': make the layer checkouts",
     )
     parser.add_argument(
         "--from-mirror", type=Path, metavar="DIR", help="setup: clone from snapshots DIR/<owner>+<repo>/repo"
@@ -64,6 +80,13 @@ def setup_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--all", action="store_true", help="the full matrix of machines, engines and variants")
     parser.add_argument("--no-env", action="store_true", help="skip the 'bitbake -e' assertions")
     parser.add_argument("--keep-going", action="store_true", help="check the other configurations after a failure")
+    parser.add_argument(
+        "--arch",
+        action="append",
+        choices=sorted(kconfig.ARCHES),
+        help="kernel: architecture (repeatable)",
+    )
+    parser.add_argument("--source", type=Path, metavar="PATH", help="kernel: a kernel tree or tarball")
 
 
 def select(project: Project, args: argparse.Namespace) -> list[bbcheck.Config]:
@@ -98,6 +121,8 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError(reason)
         print(f"upstream layer checkouts ready in {bbcheck.layers_dir()}")
         return EXIT_OK
+    if args.what == "kernel":
+        return run_kernel(project, args)
     configs = select(project, args)
     reason = bbcheck.availability()
     if reason:
@@ -116,3 +141,23 @@ def run(args: argparse.Namespace) -> int:
     if skipped:
         print(f"{skipped} configuration(s) not checked after the failure (use --keep-going)")
     return EXIT_OK if all(r.ok for r in results) and not skipped else EXIT_FAILED
+
+
+def run_kernel(project: Project, args: argparse.Namespace) -> int:
+    from ..testimage.builder import cache_root
+
+    frags = kconfig.fragments(project.layer)
+    cache = cache_root().parent / "kernel"
+    tree = kconfig.source_tree(args.source, cache)
+    version = kconfig.kernel_version(tree)
+    failed = False
+    for name in args.arch or sorted(kconfig.ARCHES, reverse=True):
+        arch = kconfig.ARCHES[name]
+        problems = kconfig.check(tree, arch, frags, cache / "out" / f"{version}-{name}")
+        options = len(kconfig.read_fragments(frags))
+        for line in problems:
+            print(f"{name}: {line}")
+        verdict = "FAIL" if problems else "PASS"
+        print(f"{verdict} {name} Linux {version}: {options - len(problems)} of {options} options as the fragments ask")
+        failed = failed or bool(problems)
+    return EXIT_FAILED if failed else EXIT_OK

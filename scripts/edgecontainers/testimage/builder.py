@@ -1023,11 +1023,15 @@ class Builder:
         """The cached .deb of a Debian package, downloaded once with apt-get (under a
         lock: two downloads into one apt directory would fight over its lists)."""
         debs = self.cache / "debs"
+
+        def cached() -> list[Path]:  # an Architecture: all package is named _all
+            return sorted(debs.glob(f"{package}_*_{arch}.deb")) + sorted(debs.glob(f"{package}_*_all.deb"))
+
         with _locked(self.cache / "locks" / "apt.lock"):
-            found = sorted(debs.glob(f"{package}_*_{arch}.deb"))
+            found = cached()
             if not found:
                 self._apt_download([package], debs, arch)
-                found = sorted(debs.glob(f"{package}_*_{arch}.deb"))
+                found = cached()
         if not found:
             raise EdgeError(f"apt-get download of {package} ({arch}) left no .deb in {debs}")
         return found[-1]
