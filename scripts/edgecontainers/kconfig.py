@@ -9,10 +9,15 @@ must come out with the value the fragment asked for.  An option that the
 kernel does not know, or that olddefconfig drops or changes (a dependency the
 fragments do not satisfy), is a failure naming the fragment line.
 
-The kernel tree is a directory or tarball the user gives, or by default
-Debian's ``linux-source`` package (the series below), downloaded once through
-the test image's apt cache.  Only the Kconfig and build-script files are
-extracted (about 130 MB); the extracted tree is cached.
+The kernel trees are a directory or tarball the user gives, or by default
+two of Debian's ``linux-source`` packages that bracket the series wrynose
+builds (6.18, which Debian does not package): trixie's 6.12 and the newest
+series in trixie-backports, downloaded once through the test image's apt
+cache.  Every option is checked in each tree; an option that one of the two
+does not define but the other does (an option of some series only, such as
+``NETFILTER_XTABLES_LEGACY`` of 6.17 and later) is a note, not a failure.
+Only the Kconfig and build-script files are extracted (about 130 MB a tree);
+the extracted trees are cached.
 """
 
 from __future__ import annotations
@@ -28,10 +33,12 @@ from pathlib import Path
 from .errors import ConfigError, EdgeError
 from .tools import run
 
-# Debian trixie's kernel source.  wrynose builds linux-yocto 6.18 (qemux86-64,
-# qemuarm64) and linux-raspberrypi 6.18 (6.12 for 32-bit Pi 4); Debian packages
-# no 6.18 source, so the check runs on the 6.12 LTS series.
+# wrynose builds linux-yocto 6.18 (qemux86-64, qemuarm64) and linux-raspberrypi
+# 6.18 (raspberrypi4-64, raspberrypi5); Debian packages no 6.18 source, so the
+# check runs on trixie's 6.12 and the newest series of trixie-backports.
 DEBIAN_SOURCE = "linux-source-6.12"
+BACKPORTS_PREFIX = "linux-source-"
+WRYNOSE_SERIES = (6, 18)
 FRAGMENT_DIR = "recipes-kernel/linux/files/edgecontainers-kmeta"
 FRAGMENT_SCC = "edgecontainers.scc"
 
@@ -116,20 +123,57 @@ def kconfig_symbols(tree: Path) -> set[str]:
     return symbols
 
 
-def compare(options: list[Option], config: dict[str, str], symbols: set[str]) -> list[str]:
-    """The fragment options the final .config does not hold as asked, one line each."""
+@dataclass(frozen=True)
+class Problem:
+    option: Option
+    kind: str  # unknown, dropped, changed, forced
+    text: str
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def compare(options: list[Option], config: dict[str, str], symbols: set[str]) -> list[Problem]:
+    """The fragment options the final .config does not hold as asked."""
     problems = []
     for opt in options:
         have = config.get(opt.name)
         if opt.name not in symbols:
-            problems.append(f"{opt.name} ({opt.where}): no such option in this kernel")
+            problems.append(Problem(opt, "unknown", f"{opt.name} ({opt.where}): no such option in this kernel"))
         elif opt.value == "n":
             if have not in (None, "n"):
-                problems.append(f"{opt.name} ({opt.where}): asked 'not set', olddefconfig made it {have}")
+                text = f"{opt.name} ({opt.where}): asked 'not set', olddefconfig made it {have}"
+                problems.append(Problem(opt, "forced", text))
         elif have != opt.value:
-            got = "dropped it (its dependencies are not met)" if have in (None, "n") else f"made it {have}"
-            problems.append(f"{opt.name}={opt.value} ({opt.where}): olddefconfig {got}")
+            dropped = have in (None, "n")
+            got = "dropped it (its dependencies are not met)" if dropped else f"made it {have}"
+            text = f"{opt.name}={opt.value} ({opt.where}): olddefconfig {got}"
+            problems.append(Problem(opt, "dropped" if dropped else "changed", text))
     return problems
+
+
+@dataclass
+class TreeResult:
+    version: str
+    arch: str
+    options: int
+    problems: list[Problem]
+    symbols: set[str]
+
+
+def verdict(results: list[TreeResult]) -> tuple[list[str], list[str]]:
+    """(failures, notes) over the trees: an option one tree does not define is only a
+    note when another tree defines it (it belongs to some series only)."""
+    failures, notes = [], []
+    for r in results:
+        for p in r.problems:
+            others = [o.version for o in results if o is not r and p.option.name in o.symbols]
+            if p.kind == "unknown" and others:
+                notes.append(f"{r.arch}: {p.option.name} ({p.option.where}): not in Linux {r.version}, "
+                             f"in Linux {', '.join(sorted(set(others)))}")  # fmt: skip
+            else:
+                failures.append(f"{r.arch} Linux {r.version}: {p}")
+    return failures, notes
 
 
 # ------------------------------------------------------------------ the kernel tree
@@ -164,12 +208,26 @@ def extract(tarball: Path, cache: Path) -> Path:
     return _tree_of(dest)
 
 
-def debian_source(cache: Path, builder_cache: Path | None = None) -> Path:
-    """Debian's linux-source tarball (``/usr/src/linux-source-*.tar.xz`` of the
-    package), from the test image builder's apt cache, kept in ``cache/src``."""
+def _series(name: str) -> tuple[int, int] | None:
+    m = re.fullmatch(rf"{BACKPORTS_PREFIX}(\d+)\.(\d+)", name)
+    return (int(m.group(1)), int(m.group(2))) if m else None
+
+
+def debian_packages(builder_cache: Path | None = None) -> list[str]:
+    """trixie's 6.12 source and, when Debian has one, the newest series above wrynose's."""
     from .testimage.builder import Builder
 
-    deb = Builder(builder_cache).deb(DEBIAN_SOURCE, "amd64")
+    names = Builder(builder_cache).package_names(BACKPORTS_PREFIX, "amd64")
+    newer = [n for n in names if (_series(n) or (0, 0)) >= WRYNOSE_SERIES]
+    return [DEBIAN_SOURCE, *sorted(newer, key=lambda n: _series(n) or (0, 0))[-1:]]
+
+
+def debian_source(package: str, cache: Path, builder_cache: Path | None = None) -> Path:
+    """The source tarball (``/usr/src/linux-source-*.tar.xz``) of one of Debian's
+    linux-source packages, from the test image builder's apt cache, kept in ``cache/src``."""
+    from .testimage.builder import Builder
+
+    deb = Builder(builder_cache).deb(package, "amd64")
     out = cache / "src" / deb.stem
     found = sorted(out.glob("linux-source-*.tar.*")) if out.is_dir() else []
     if found:
@@ -188,14 +246,15 @@ def debian_source(cache: Path, builder_cache: Path | None = None) -> Path:
     return tarball
 
 
-def source_tree(source: Path | None, cache: Path, builder_cache: Path | None = None) -> Path:
-    """The kernel tree to check against: ``source`` (a tree or a tarball), else Debian's."""
+def source_trees(source: Path | None, cache: Path, builder_cache: Path | None = None) -> list[Path]:
+    """The kernel trees to check against: ``source`` (a tree or a tarball), else Debian's."""
     if source is None:
-        return extract(debian_source(cache, builder_cache), cache / "trees")
+        pkgs = debian_packages(builder_cache)
+        return [extract(debian_source(p, cache, builder_cache), cache / "trees") for p in pkgs]
     if source.is_dir():
-        return _tree_of(source)
+        return [_tree_of(source)]
     if source.is_file() and ".tar" in source.name:
-        return extract(source, cache / "trees")
+        return [extract(source, cache / "trees")]
     raise ConfigError(f"--source {source}: not a kernel tree or a tarball of one")
 
 
@@ -216,7 +275,7 @@ def cross_compile(arch: KArch) -> str:
     return f"{arch.triplet}-"
 
 
-def check(tree: Path, arch: KArch, frags: list[Path], work: Path) -> list[str]:
+def check(tree: Path, arch: KArch, frags: list[Path], work: Path) -> TreeResult:
     """defconfig, the fragments merged last, olddefconfig; the options not as asked."""
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
@@ -226,4 +285,7 @@ def check(tree: Path, arch: KArch, frags: list[Path], work: Path) -> list[str]:
     run([tree / "scripts/kconfig/merge_config.sh", "-m", "-O", work, work / ".config", *frags],
         cwd=tree, env=env, capture=True)  # fmt: skip
     run([*make, "olddefconfig"], cwd=tree, env=env, capture=True)
-    return compare(read_fragments(frags), read_config(work / ".config"), kconfig_symbols(tree))
+    options = read_fragments(frags)
+    symbols = kconfig_symbols(tree)
+    problems = compare(options, read_config(work / ".config"), symbols)
+    return TreeResult(kernel_version(tree), arch.name, len(options), problems, symbols)

@@ -42,7 +42,7 @@ def test_compare_names_unknown_dropped_and_changed_options():
     config = {"CONFIG_OK": "y", "CONFIG_DROPPED": "n", "CONFIG_WEAK": "m", "CONFIG_OFF": "n",
               "CONFIG_FORCED_ON": "y", "CONFIG_NUM": "0"}  # fmt: skip
     symbols = {o.name for o in opts} - {"CONFIG_GONE"}
-    problems = kconfig.compare(opts, config, symbols)
+    problems = [str(p) for p in kconfig.compare(opts, config, symbols)]
     assert problems == [
         "CONFIG_GONE (f.cfg:2): no such option in this kernel",
         "CONFIG_DROPPED=y (f.cfg:3): olddefconfig dropped it (its dependencies are not met)",
@@ -57,3 +57,19 @@ def test_a_bad_source_is_one_line_and_exit_2(tmp_path: Path):
                           capture_output=True, text=True, cwd=LAYER.parent)  # fmt: skip
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") <= 1 and "not a kernel tree or a tarball" in proc.stderr, proc.stderr
+
+
+def test_an_option_of_one_series_only_is_a_note_and_the_rest_still_fails():
+    opt = kconfig.Option("CONFIG_NEW", "y", "f.cfg:1")
+    old_opt = kconfig.Option("CONFIG_OLD", "y", "f.cfg:2")
+    older = kconfig.TreeResult("6.12.1", "x86_64", 2, [kconfig.Problem(opt, "unknown", "CONFIG_NEW: no such option")],
+                               {"CONFIG_OLD"})  # fmt: skip
+    newer = kconfig.TreeResult("7.3.1", "x86_64", 2, [kconfig.Problem(old_opt, "unknown", "CONFIG_OLD: no such")],
+                               {"CONFIG_NEW"})  # fmt: skip
+    failures, notes = kconfig.verdict([older, newer])
+    assert failures == [] and len(notes) == 2 and "not in Linux 6.12.1, in Linux 7.3.1" in notes[0]
+    alone = kconfig.TreeResult("7.3.1", "x86_64", 1, [kconfig.Problem(opt, "unknown", "CONFIG_NEW: no such")], set())
+    assert kconfig.verdict([alone])[0] == ["x86_64 Linux 7.3.1: CONFIG_NEW: no such"]
+    dropped = kconfig.Problem(opt, "dropped", "CONFIG_NEW=y: olddefconfig dropped it")
+    both = [kconfig.TreeResult("6.12.1", "x86_64", 1, [dropped], {"CONFIG_NEW"}), newer]
+    assert kconfig.verdict(both)[0][0] == "x86_64 Linux 6.12.1: CONFIG_NEW=y: olddefconfig dropped it"

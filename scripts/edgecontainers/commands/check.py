@@ -41,8 +41,10 @@ upstream defconfig, the fragments merged last with the kernel's
 merge_config.sh, 'make olddefconfig'; every option must keep the value its
 fragment asks for (an unknown option, or one whose dependencies are not met,
 fails naming the fragment line).  The tree is --source (a directory or a
-tarball), by default Debian trixie's linux-source-6.12 (wrynose builds 6.18,
-which Debian does not package), downloaded once into the test image cache.
+tarball), by default two of Debian's that bracket wrynose's 6.18 (which
+Debian does not package): trixie's linux-source-6.12 and the newest series
+in trixie-backports, downloaded once into the test image cache; an option
+only one of the two defines is a note.
 Needs make, gcc, flex, bison, and gcc-aarch64-linux-gnu for arm64 on x86-64.
 
 examples:
@@ -52,7 +54,7 @@ examples:
   edgectl check bitbake                        the CI subset (3 configurations)
   edgectl check bitbake --all                  all machines x engines x variants
   edgectl check bitbake --machine qemuarm64 --engine docker --variant dev
-  edgectl check kernel                         the fragments, x86_64 and arm64, Debian's 6.12
+  edgectl check kernel                         the fragments, x86_64 and arm64, Debian's trees
   edgectl check kernel --arch arm64 --source ~/src/linux-yocto
 
 exit codes: 0 all checks passed, 1 a check failed, 2 usage error or the
@@ -148,16 +150,19 @@ def run_kernel(project: Project, args: argparse.Namespace) -> int:
 
     frags = kconfig.fragments(project.layer)
     cache = cache_root().parent / "kernel"
-    tree = kconfig.source_tree(args.source, cache)
-    version = kconfig.kernel_version(tree)
-    failed = False
+    trees = kconfig.source_trees(args.source, cache)
+    results = []
     for name in args.arch or sorted(kconfig.ARCHES, reverse=True):
-        arch = kconfig.ARCHES[name]
-        problems = kconfig.check(tree, arch, frags, cache / "out" / f"{version}-{name}")
-        options = len(kconfig.read_fragments(frags))
-        for line in problems:
-            print(f"{name}: {line}")
-        verdict = "FAIL" if problems else "PASS"
-        print(f"{verdict} {name} Linux {version}: {options - len(problems)} of {options} options as the fragments ask")
-        failed = failed or bool(problems)
-    return EXIT_FAILED if failed else EXIT_OK
+        for tree in trees:
+            version = kconfig.kernel_version(tree)
+            results.append(kconfig.check(tree, kconfig.ARCHES[name], frags, cache / "out" / f"{version}-{name}"))
+    failures, notes = kconfig.verdict(results)
+    for line in notes:
+        print(f"note: {line}")
+    for line in failures:
+        print(line)
+    for r in results:
+        bad = sum(1 for f in failures if f.startswith(f"{r.arch} Linux {r.version}: "))
+        print(f"{'FAIL' if bad else 'PASS'} {r.arch} Linux {r.version}: {r.options - bad} of {r.options} options "
+              "as the fragments ask")  # fmt: skip
+    return EXIT_FAILED if failures else EXIT_OK

@@ -1050,21 +1050,38 @@ class Builder:
                     return f.read()
         raise EdgeError(f"{deb} has no bin/{program}")
 
-    def _apt_download(self, packages: list[str], dest: Path, arch: str) -> None:
+    def _apt_env(self, arch: str) -> dict[str, str]:
+        """apt's configuration for the cache's own lists: trixie and trixie-backports
+        (backports' priority is 100, so a package in both comes from trixie)."""
         apt = self.cache / "apt"
         for sub in ("lists/partial", "cache/archives/partial", "etc"):
             (apt / sub).mkdir(parents=True, exist_ok=True)
-        (apt / "etc/sources.list").write_text(f"deb [signed-by={KEYRING}] {MIRROR} {SUITE} main\n")
+        (apt / "etc/sources.list").write_text(
+            f"deb [signed-by={KEYRING}] {MIRROR} {SUITE} main\n"
+            f"deb [signed-by={KEYRING}] {MIRROR} {SUITE}-backports main\n"
+        )
         conf = apt / "apt.conf"
         conf.write_text(
             f'Dir::Etc::SourceList "{apt}/etc/sources.list";\nDir::Etc::SourceParts "/nonexistent";\n'
             f'Dir::State::Lists "{apt}/lists";\nDir::Cache "{apt}/cache";\nDir::State::status "/dev/null";\n'
             f'APT::Architecture "{arch}";\nAPT::Architectures "{arch}";\n'
         )
-        env = {**os.environ, "APT_CONFIG": str(conf)}
+        return {**os.environ, "APT_CONFIG": str(conf)}
+
+    def _apt_download(self, packages: list[str], dest: Path, arch: str) -> None:
+        env = self._apt_env(arch)
         run(["apt-get", "-q", "update"], env=env, capture=True)
         dest.mkdir(parents=True, exist_ok=True)
         run(["apt-get", "-q", "download", *packages], env=env, cwd=dest, capture=True)
+
+    def package_names(self, prefix: str, arch: str) -> list[str]:
+        """The names of the Debian packages (trixie and its backports) that start with
+        ``prefix``, from freshly updated lists."""
+        with _locked(self.cache / "locks" / "apt.lock"):
+            env = self._apt_env(arch)
+            run(["apt-get", "-q", "update"], env=env, capture=True)
+            proc = run(["apt-cache", "pkgnames", prefix], env=env, capture=True)
+        return sorted(proc.stdout.split())
 
     def _preload(self, ctx: BuildContext, comp: Composition, artifacts: Path) -> list[str]:
         """Boot the new rootfs once (init=/bin/sh, read-write) and put the app image into
