@@ -35,6 +35,9 @@ class Mutant:
     path: str  # layer file, relative to meta-edgecontainers/
     old: str  # text that must occur exactly once
     new: str
+    # the boot path the property needs (the run's --boot otherwise): mark-good is
+    # only visible where a bootloader counts the boot
+    boot: str | None = None
 
     def apply(self, layer: Path) -> None:
         target = layer / self.path
@@ -54,7 +57,9 @@ MUTANTS: tuple[Mutant, ...] = (
            " files/fs-perms-volatile-log.txt", ""),
     Mutant("no-journal-cap", "journald's RAM cap", "recipes-core/edgecontainers-base/files/journald.conf",
            "RuntimeMaxUse=@EDGECONTAINERS_JOURNAL_MAX@\n", ""),
-    Mutant("app-as-root", "the app runs as non-root", QUADLET, "User=1000:1000\n", ""),
+    # Not just "User= removed": the image's OCI_IMAGE_RUNTIME_UID (1000) would still
+    # apply and the app stay non-root, an equivalent mutant (it survived, rightly).
+    Mutant("app-as-root", "the app runs as non-root", QUADLET, "User=1000:1000\n", "User=0:0\n"),
     Mutant("new-privileges", "no-new-privileges", QUADLET, "NoNewPrivileges=true\n", ""),
     Mutant("no-memory-limit", "the app's memory limit", QUADLET, "MemoryMax=64M\n", ""),
     Mutant("wrong-tier", "the app's tier slice", QUADLET, "Slice=apps-critical.slice", "Slice=apps-besteffort.slice"),
@@ -71,7 +76,7 @@ MUTANTS: tuple[Mutant, ...] = (
            "PasswordAuthentication no\n", "PasswordAuthentication yes\n"),
     Mutant("health-gate-never-marks", "the health gate marks the slot good",
            "recipes-core/edgecontainers-health/files/health-gate",
-           "if rauc_do status mark-good booted; then", "if true; then"),
+           "if rauc_do status mark-good booted; then", "if true; then", boot="grub"),
     Mutant("rauc-compatible", "RAUC compatible", SYSTEM_CONF,
            "compatible=@EDGECONTAINERS_RAUC_COMPATIBLE@\n", "compatible=@EDGECONTAINERS_RAUC_COMPATIBLE@-other\n"),
     Mutant("rauc-keyring", "RAUC keyring (the fleet CA)", SYSTEM_CONF, "path=ca.cert.pem\n",
@@ -125,9 +130,17 @@ def run_one(mutant: Mutant, root: Path, results: Path, pytest_args: list[str]) -
         mutant.apply(layer)
     except ConfigError as exc:
         return Outcome(mutant, "error", str(exc), time.monotonic() - started)
+    if mutant.boot:
+        args = list(pytest_args)
+        if "--boot" in args:
+            at = args.index("--boot")
+            del args[at : at + 2]
+        pytest_args = [*args, "--boot", mutant.boot]
     junit = results / f"{mutant.name}.xml"
     junit.unlink(missing_ok=True)
-    argv = [sys.executable, "-m", "pytest", str(root / "tests/system/test_smoke.py"), "-m", "qemu", "-x",
+    # the whole suite, not -x: the line names every test the mutant fails, so a
+    # reader sees that the property's own check is among them
+    argv = [sys.executable, "-m", "pytest", str(root / "tests/system/test_smoke.py"), "-m", "qemu",
             "-p", "no:cacheprovider", "--layer", str(layer), "--layer-tag", f"mutant-{mutant.name}",
             f"--junitxml={junit}", *pytest_args]  # fmt: skip
     proc = run(argv, check=False, capture=True, cwd=root)
@@ -135,7 +148,9 @@ def run_one(mutant: Mutant, root: Path, results: Path, pytest_args: list[str]) -
     seconds = time.monotonic() - started
     failed = _failures(junit)
     if proc.returncode == 1 and failed:
-        return Outcome(mutant, "killed", "by " + failed[0], seconds)
+        others = [f.split(" (", 1)[0] for f in failed[1:]]
+        detail = f"{len(failed)} failed: {failed[0]}" + "".join(f"; {o}" for o in others)
+        return Outcome(mutant, "killed", detail, seconds)
     if proc.returncode == 0:
         return Outcome(mutant, "survived", "every smoke test passed", seconds)
     tail = (proc.stdout or "").strip().splitlines()[-1:] or ["no output"]

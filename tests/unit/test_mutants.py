@@ -71,6 +71,8 @@ JUNIT = """<?xml version="1.0"?><testsuites><testsuite name="pytest">
 <testcase classname="t" name="test_ok"/>
 <testcase classname="t" name="test_root_is_read_only[podman-production-direct]">
 <failure message="AssertionError: / is mounted ['rw']&#10;more">...</failure></testcase>
+<testcase classname="t" name="test_boots_to_multi_user_with_no_failed_units[podman-production-direct]">
+<failure message="AssertionError: system state 'degraded'">...</failure></testcase>
 </testsuite></testsuites>"""
 
 
@@ -95,14 +97,17 @@ def test_outcome_from_pytests_exit_code_and_junit(monkeypatch, tmp_path, rc, jun
     outcome = mutants.run_one(mutants.select(["no-read-only-rootfs"])[0], root, results, ["--boot", "direct"])
     assert outcome.status == status
     if status == "killed":
-        assert "test_root_is_read_only" in outcome.detail and "mounted ['rw']" in outcome.detail
+        assert outcome.detail.startswith("2 failed: test_root_is_read_only"), outcome.detail
+        assert (
+            "mounted ['rw']" in outcome.detail and "; test_boots_to_multi_user_with_no_failed_units[" in outcome.detail
+        )
     argv = seen["argv"]
     layer = Path(argv[argv.index("--layer") + 1])
     assert (
         'IMAGE_FEATURES += "read-only-rootfs"'
         not in (layer / "recipes-core/images/edgecontainers-image.inc").read_text()
     )
-    assert argv[argv.index("--layer-tag") + 1] == "mutant-no-read-only-rootfs" and "-x" in argv
+    assert argv[argv.index("--layer-tag") + 1] == "mutant-no-read-only-rootfs" and "-x" not in argv
 
 
 def test_run_all_ends_with_the_count(monkeypatch, tmp_path):
@@ -153,3 +158,23 @@ def test_mutants_boot_podman_production_directly_unless_told():
     ns.deploy_dir = Path("x")
     with pytest.raises(UsageError):
         test_cmd.mutant_pytest_args(ns)
+
+
+def test_a_mutant_that_needs_a_bootloader_boots_through_it(monkeypatch, tmp_path):
+    """The health gate's mark-good is visible only where a bootloader counts the boot:
+    that mutant runs with --boot grub whatever the run's boot path is."""
+    root = tmp_path / "src"
+    shutil.copytree(default_layer(), root / "meta-edgecontainers")
+    seen = {}
+
+    def fake_run(argv, **kwargs):
+        seen["argv"] = argv
+        return argparse.Namespace(returncode=0, stdout="")
+
+    monkeypatch.setattr(mutants, "run", fake_run)
+    gate = mutants.select(["health-gate-never-marks"])[0]
+    assert gate.boot == "grub"
+    mutants.run_one(gate, root, tmp_path / "r", ["--engine", "podman", "--boot", "direct", "-v"])
+    argv = seen["argv"]
+    assert argv.count("--boot") == 1 and argv[argv.index("--boot") + 1] == "grub", argv
+    assert argv[-1] == "grub" and "-v" in argv and "podman" in argv
