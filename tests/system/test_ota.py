@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import pytest
 from otachain import chained, ota_guest, scenario_log
 
-from edgecontainers.qemu import ota
+from edgecontainers.qemu import diskcheck, ota
 from edgecontainers.qemu.session import Session
 from edgecontainers.qemu.vm import Drive
 from edgecontainers.testimage.builder import ImageSpec
@@ -43,6 +43,9 @@ class Ota:
     # what the scenarios measured on the way (build/test-results/ota-figures.json);
     # benchmarks/ota_benchmark.py is where figures are compared
     figures: dict[str, float | int] = field(default_factory=dict)
+    # the refused-bundle scenario against the good slot: slot A's hash before it, the bundles refused
+    good_slot_sha256: str | None = None
+    refused: list[str] = field(default_factory=list)
 
     def run(self, command: str, timeout: float = 120) -> str:
         res = self.session.run(command, timeout=timeout)
@@ -145,32 +148,28 @@ def test_health_failure_with_the_other_slot_empty_keeps_the_device_booting(env: 
     assert again.booted == "A" and again.boot_status["A"] == "good", again.describe()
 
 
-# ---------------------------------------------------------------- scenario 3: refused bundles
-@pytest.mark.parametrize(
-    ("bundle", "reason"),
-    [
-        ("bad-unsigned.raucb", "Signature size is 0"),
-        ("bad-wrong-signer.raucb", "signature verification failed"),
-        ("bad-tampered.raucb", None),
-        ("bad-other-machine.raucb", "Compatible mismatch"),
-    ],
-    ids=["unsigned", "wrong-signer", "tampered", "other-machine"],
-)
-def test_bad_bundle_is_refused_and_nothing_changes(env: Ota, bundle: str, reason: str | None):
+# ---------------------------------------------------------------- scenario 3: a tampered bundle
+def _last_error(output: str) -> str:
+    return next((line for line in output.splitlines() if line.startswith("LastError:")), output)
+
+
+def test_tampered_bundle_is_refused_while_writing_and_the_booted_slot_stays(env: Ota):
+    """A genuine signature over a changed payload: RAUC checks the signature, starts
+    writing the (empty) other slot and dm-verity stops it at the changed block.  The
+    other refusals, which must not touch a slot at all, run against a good slot
+    after the update (scenario 3b)."""
     before = env.slots()
     assert before.booted == "A" and before.boot_status["A"] == "good", before.describe()
     grubenv = env.run("cat /boot/firmware/EFI/BOOT/grubenv")
     corrupted = "dmesg | grep -c 'verity: .* is corrupted' || true"
     verity_errors = int(env.run(corrupted).strip() or 0)
-    res, _ = ota.install(env.session, ota.server_url(bundle), timeout=900)
-    assert not res.ok, f"{bundle} was installed:\n{res.output}"
-    error = next((line for line in res.output.splitlines() if line.startswith("LastError:")), res.output)
-    if reason:
-        assert reason in error, error
-    else:  # tampered: the payload no longer matches the signed dm-verity root hash
-        assert "Input/output error" in error, error
-        assert int(env.run(corrupted).strip() or 0) > verity_errors, "dm-verity did not report the corruption"
-        # RAUC had started writing the target slot: it stays unbootable
+    res, _ = ota.install(env.session, ota.server_url("bad-tampered.raucb"), timeout=900)
+    assert not res.ok, f"the tampered bundle was installed:\n{res.output}"
+    error = _last_error(res.output)
+    # the payload no longer matches the signed dm-verity root hash
+    assert "Input/output error" in error, error
+    assert int(env.run(corrupted).strip() or 0) > verity_errors, "dm-verity did not report the corruption"
+    # RAUC had started writing the target slot: it stays unbootable
     after = env.slots()
     assert (after.booted, after.primary, after.boot_status) == (before.booted, before.primary, before.boot_status), (
         f"slot states changed: {before.describe()} -> {after.describe()}"
@@ -239,17 +238,91 @@ def test_update_installs_boots_the_other_slot_and_is_marked_good(env: Ota):
     assert env.health_endpoint() == "200 ok version=2.0", "the updated container image did not survive"
 
 
+# ---------------------------------------------------------------- scenario 3b: refused bundles vs. a good slot
+REFUSED = [
+    ("bad-unsigned.raucb", "Signature size is 0"),
+    ("bad-wrong-signer.raucb", "signature verification failed"),
+    ("bad-other-machine.raucb", "Compatible mismatch"),
+    ("bad-plain.raucb", "plain"),
+    ("bad-expired.raucb", "certificate has expired"),
+    ("bad-not-yet-valid.raucb", "certificate is not yet valid"),
+]
+
+
+def _slot_sha256(env: Ota, partlabel: str) -> str:
+    return env.run(f"sha256sum /dev/disk/by-partlabel/{partlabel}", timeout=900).split()[0]
+
+
+@pytest.mark.parametrize(("bundle", "reason"), REFUSED, ids=[b[4:-6] for b, _ in REFUSED])
+def test_refused_bundle_leaves_the_good_other_slot_untouched(env: Ota, bundle: str, reason: str):
+    """After the update slot A holds the good version 1 and is RAUC's target: a
+    bundle refused for its signature, signer, compatible or format must not write
+    a sector of it nor change any slot or bootloader state."""
+    before = env.slots()
+    assert before.booted == "B" and before.boot_status == {"A": "good", "B": "good"}, before.describe()
+    if env.good_slot_sha256 is None:
+        env.good_slot_sha256 = _slot_sha256(env, "rootfsA")
+    grubenv = env.run("cat /boot/firmware/EFI/BOOT/grubenv")
+    written = _sectors_written(env, "rootfsA")
+    res, _ = ota.install(env.session, ota.server_url(bundle), timeout=900)
+    assert not res.ok, f"{bundle} was installed:\n{res.output}"
+    error = _last_error(res.output)
+    assert reason in error, error
+    assert _sectors_written(env, "rootfsA") == written, "RAUC wrote to slot A for a bundle it refused"
+    after = env.slots()
+    assert (after.booted, after.primary, after.boot_status) == (before.booted, before.primary, before.boot_status), (
+        f"slot states changed: {before.describe()} -> {after.describe()}"
+    )
+    assert env.run("cat /boot/firmware/EFI/BOOT/grubenv") == grubenv, "the bootloader environment changed"
+    env.refused.append(bundle)
+
+
+def test_the_good_slot_is_byte_for_byte_unchanged_after_the_refused_bundles(env: Ota):
+    assert env.refused == [b for b, _ in REFUSED], f"refused so far: {env.refused}"
+    assert _slot_sha256(env, "rootfsA") == env.good_slot_sha256, "slot A's content changed"
+    assert env.slots().boot_status == {"A": "good", "B": "good"}
+
+
 # ---------------------------------------------------------------- scenario 4: power cut during an install
 def _sectors_written(env: Ota, partlabel: str) -> int:
     dev = env.run(f"basename $(readlink -f /dev/disk/by-partlabel/{partlabel})").strip()
     return int(env.run(f"cat /sys/class/block/{dev}/stat").split()[6])
 
 
+WRITER_LOG = "/data/.edgecontainers-ota-writer"
+WRITER_ACKED = "/run/ota-test-writer.acked"
+RECORD = "{:08d} written and synced before the power cut"
+
+
+def _writer_records(text: str) -> tuple[int, str]:
+    """How many whole records, in order, start the writer's file; and what follows
+    them if that is not a record (empty, or the start of the next record)."""
+    lines = text.split("\n")
+    whole = 0
+    for line in lines[:-1]:
+        if line != RECORD.format(whole + 1):
+            break
+        whole += 1
+    rest = "\n".join(lines[whole:])
+    return whole, rest
+
+
 def test_power_cut_during_install_boots_the_old_slot(env: Ota):
+    """The plug pulled (SIGKILL to QEMU: nothing flushed) while RAUC writes slot A
+    and while a writer appends fsync'ed records to /data.  Before power-on, the
+    filesystems of /data and of slot B are checked from the host (journal replayed
+    as at mount, then ``e2fsck -fn``); then B boots and is good, A is bad, and every
+    record the writer had synced before the cut is there."""
     s = env.session
     before = env.slots()
     assert before.booted == "B" and before.boot_status == {"A": "good", "B": "good"}, before.describe()
     env.run(f"echo 'written before the power cut' > {PROBE}.2 && sync")
+    # records appended and fsync'ed (coreutils' sync FILE) one by one; the count
+    # of synced ones goes to /run after each fsync
+    record = RECORD.replace("{:08d}", "%08d")
+    env.run(f"rm -f {WRITER_LOG} {WRITER_ACKED} && systemd-run --unit=ota-test-writer sh -c "
+            f"'i=0; while :; do i=$((i+1)); printf \"{record}\\n\" $i >> {WRITER_LOG}; "
+            f"sync {WRITER_LOG}; echo $i > {WRITER_ACKED}; done'")  # fmt: skip
     stick = ota.mount_stick(s)
     written = _sectors_written(env, "rootfsA")
     env.run(f"systemd-run --unit=ota-test-install rauc install {stick}/update-v2.raucb")
@@ -263,7 +336,7 @@ def test_power_cut_during_install_boots_the_old_slot(env: Ota):
     dev = env.run("basename $(readlink -f /dev/disk/by-partlabel/rootfsA)").strip()
     pid = env.run("systemctl show -p MainPID --value ota-test-install.service").strip()
     watch = (f"while :; do w=$(awk '{{print $7}}' /sys/class/block/{dev}/stat); "
-             f"[ $((w - {written})) -ge 2048 ] && echo reached && exit 0; "
+             f"[ $((w - {written})) -ge 2048 ] && echo reached acked=$(cat {WRITER_ACKED}) && exit 0; "
              f"[ -d /proc/{pid} ] || {{ echo ended; exit 1; }}; sleep 0.1; done")  # fmt: skip
     res = s.run(watch, timeout=900)
     if "reached" not in res.output:
@@ -271,16 +344,26 @@ def test_power_cut_during_install_boots_the_old_slot(env: Ota):
                          timeout=60).output.strip()  # fmt: skip
         pytest.fail(f"the install ended before 1 MiB reached the slot (rc {res.rc}: {res.output.strip()}): {progress}")
     s.power_cut()
-    progress = "1 MiB written to slot A"
+    acked = int(res.output.split("acked=", 1)[1].split()[0])
+    assert acked > 0, f"the writer had synced nothing: {res.output}"
+    checked = diskcheck.fsck_partitions(s.disk, ["data", "rootfsB"], s.workdir / "fsck")
+    env.figures["writer_records_synced_before_cut"] = acked
+    for fsck in checked:
+        assert fsck.clean, (f"{fsck.partition} after the power cut: journal replay exit {fsck.replay_rc}, "
+                            f"e2fsck -fn exit {fsck.rc}:\n{fsck.output[-1500:]}")  # fmt: skip
     s.start()
     passed = ota.wait_for_slot(s, "B", seen=env.seen)
-    assert passed == ["B"], f"slots booted after the power cut (at {progress}): {passed}"
+    assert passed == ["B"], f"slots booted after the power cut (at 1 MiB written to slot A): {passed}"
     assert ota.wait_health_decided(s) == ("active", "success")
     after = env.slots()
     assert after.booted == "B" and after.boot_status["B"] == "good", after.describe()
     assert after.boot_status["A"] == "bad", f"the half-written slot A may boot: {after.describe()}"
     assert env.run(f"cat {PROBE}").strip() == "written before the update"
     assert env.run(f"cat {PROBE}.2").strip() == "written before the power cut"
+    whole, rest = _writer_records(env.run(f"cat {WRITER_LOG}"))
+    assert whole >= acked, f"{acked} records were synced before the cut, {whole} survived it"
+    assert RECORD.format(whole + 1).startswith(rest) or rest == "", f"after record {whole}: {rest[:200]!r}"
+    env.figures["writer_records_after_cut"] = whole
     assert env.health_endpoint() == "200 ok version=2.0"
 
 

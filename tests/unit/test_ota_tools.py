@@ -3,6 +3,7 @@ breaking, debugfs-derived slot images, the layer's bundle settings, guestfwd."""
 
 from __future__ import annotations
 
+import dataclasses
 import http.client
 import shutil
 import struct
@@ -153,3 +154,34 @@ def test_bundles_made_here_are_what_rauc_accepts_and_refuses(tmp_path: Path):
     assert '"adaptive":["block-hash-index"]' in ok.stdout.replace(" ", "")
     assert info(wrong).returncode != 0
     assert info(unsigned).returncode != 0
+
+
+@needs_rauc
+@needs_e2fs
+def test_a_signer_outside_its_validity_is_refused_and_plain_says_so(tmp_path: Path):
+    """The dated signers of the OTA kit: issued by the trusted CA, refused by RAUC for
+    their dates alone; the plain bundle is genuine and plain."""
+    keys = tmp_path / "keys"
+    pki.init(keys)
+    settings = bundles.bundle_settings(Layer("qemux86-64", "podman", False, key_dir=str(keys)))
+    filler = bytes(range(256)) * 4096 + __import__("os").urandom(1 << 20)
+    image = bundles.small_ext4(tmp_path / "rootfs.ext4", {"filler": filler})
+
+    def info(bundle: Path) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["rauc", "info", f"--keyring={keys / pki.CA_CERT}", "--output-format=json", str(bundle)],
+                              capture_output=True, text=True)  # fmt: skip
+
+    for start, end, why in (("20200101000000Z", "20210101000000Z", "certificate has expired"),
+                            ("20990101000000Z", "21000101000000Z", "certificate is not yet valid")):  # fmt: skip
+        signer = bundles.dated_signer(keys, tmp_path / start, start, end)
+        verify = subprocess.run(["openssl", "verify", "-no_check_time", "-CAfile", str(keys / pki.CA_CERT),
+                                 str(signer / pki.SIGNING_CERT)], capture_output=True, text=True)  # fmt: skip
+        assert verify.returncode == 0, verify.stderr  # the chain is good: only the dates are wrong
+        bundle = bundles.make_bundle(image, tmp_path / f"{start}.raucb", settings, signer, version="9.0.0")
+        res = info(bundle)
+        assert res.returncode != 0 and why in res.stderr + res.stdout, res.stderr
+    plain_settings = dataclasses.replace(settings, format="plain", adaptive="")
+    plain = bundles.make_bundle(image, tmp_path / "plain.raucb", plain_settings, keys)
+    res = info(plain)
+    # a plain bundle's signature covers the squashfs (detached); verity bundles sign the manifest (inline)
+    assert res.returncode == 0 and "Verified detached signature" in res.stderr, res.stdout + res.stderr

@@ -507,13 +507,14 @@ class Session:
         return state
 
     def power_cut(self) -> None:
-        """Pull the plug: QEMU stops at once (QMP ``quit``, then signals): the guest
-        gets no shutdown and what it had not written out is lost, while the disk
-        overlay keeps what reached the virtual disk.  ``start()`` powers it on again."""
+        """Pull the plug: SIGKILL to QEMU, nothing flushed.  The guest gets no
+        shutdown, what it had not written out is lost, and so is what it wrote
+        without a flush that QEMU still held (the qcow2 overlay's metadata cache),
+        as with a disk's volatile cache.  ``start()`` powers it on again."""
         assert self.vm is not None
-        self.tee.note("power cut: killing QEMU")
+        self.tee.note("power cut: SIGKILL to QEMU")
         self._stop_drain()
-        self.vm.kill()
+        self.vm.kill(hard=True)
         self.console = None
         self.ssh = None
 

@@ -315,9 +315,18 @@ class QemuVM:
                 self.process.expect(pexpect.EOF, timeout=min(1.0, max(0.1, deadline - time.monotonic())))
         return not self._isalive()
 
-    def kill(self) -> None:
-        """Stop QEMU now (QMP quit, then SIGTERM, then SIGKILL) and clean up."""
+    def kill(self, *, hard: bool = False) -> None:
+        """Stop QEMU now (QMP quit, then SIGTERM, then SIGKILL) and clean up.
+
+        ``hard``: SIGKILL at once.  QMP quit and SIGTERM let QEMU close its block
+        devices, which flushes what it still holds (the qcow2 overlay's metadata
+        cache: where the guest's unflushed writes since its last flush went); a
+        SIGKILL loses it as a power cut loses a disk's volatile write cache."""
         proc = self.process
+        if proc is not None and hard and self._isalive():
+            with contextlib.suppress(Exception):
+                proc.kill(signal.SIGKILL)
+            self.wait_exit(3)
         if proc is not None and self._isalive():
             with contextlib.suppress(Exception):
                 self.qmp("quit", timeout=2)

@@ -104,6 +104,46 @@ def make_bundle(image: Path, out: Path, settings: BundleSettings, key_dir: Path,
 
 
 # ---------------------------------------------------------------- bad bundles
+_DATED_CA_CONF = (
+    """\
+[ca]
+default_ca = dated
+[dated]
+database = index.txt
+new_certs_dir = .
+serial = serial
+default_md = sha256
+policy = any
+copy_extensions = none
+[any]
+commonName = supplied
+[signing]
+"""
+    + pki.SIGNING_EXTENSIONS
+)
+
+
+def dated_signer(ca_dir: Path, out_dir: Path, not_before: str, not_after: str) -> Path:
+    """A key directory whose signing certificate is issued by the CA in ``ca_dir``
+    but valid only from ``not_before`` to ``not_after`` (``YYYYMMDDHHMMSSZ``): an
+    expired or a not yet valid signer.  ``openssl ca`` because OpenSSL 3.0's x509
+    command cannot set the start date."""
+    require("openssl")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "ca.cnf").write_text(_DATED_CA_CONF)
+    (out_dir / "index.txt").write_text("")
+    (out_dir / "serial").write_text("01\n")
+    key = out_dir / pki.SIGNING_KEY
+    run(["openssl", "ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", str(key)], capture=True)
+    run(["openssl", "req", "-new", "-key", str(key), "-subj", f"/O=edgecontainers/CN=test signer {not_before}",
+         "-out", str(out_dir / "signing.csr")], capture=True)  # fmt: skip
+    run(["openssl", "ca", "-batch", "-notext", "-config", "ca.cnf", "-extensions", "signing",
+         "-cert", str(ca_dir / pki.CA_CERT), "-keyfile", str(ca_dir / pki.CA_KEY),
+         "-startdate", not_before, "-enddate", not_after, "-in", "signing.csr", "-out", pki.SIGNING_CERT],
+        capture=True, cwd=out_dir)  # fmt: skip
+    return out_dir
+
+
 def strip_signature(bundle: Path, out: Path) -> Path:
     """The bundle without its CMS signature (and the size field after it)."""
     data = bundle.read_bytes()

@@ -12,6 +12,9 @@ From one built test image (its slot image ``rootfs.ext4``) and the layer:
   bad-tampered.raucb      a genuine bundle (not adaptive) with one byte of its
                           payload changed
   bad-other-machine.raucb signed by our CA, for another machine's compatible
+  bad-plain.raucb         signed by our CA, in the 'plain' format the device refuses
+  bad-expired.raucb       signed with a certificate of our CA that expired in 2021
+  bad-not-yet-valid.raucb signed with a certificate of our CA valid from 2099
   app-v2.tar              the demo app's image, version 2.0 (same name and tag)
   app-broken.tar          the demo app's image with its page gone: its health
                           endpoint answers 503, so it never becomes healthy
@@ -46,6 +49,7 @@ from .builder import Builder, TestImage, _locked, machine_facts
 from .bundles import (
     BundleSettings,
     bundle_settings,
+    dated_signer,
     derive_rootfs,
     make_bundle,
     small_ext4,
@@ -67,7 +71,8 @@ PACKAGE_ADDED = "/usr/bin/busybox"
 
 NAMES = (
     "update-v2.raucb", "update-unhealthy.raucb", "bad-unsigned.raucb", "bad-wrong-signer.raucb",
-    "bad-tampered.raucb", "bad-other-machine.raucb", "app-v2.tar", "app-broken.tar", "stick.img",
+    "bad-tampered.raucb", "bad-other-machine.raucb", "bad-plain.raucb", "bad-expired.raucb",
+    "bad-not-yet-valid.raucb", "app-v2.tar", "app-broken.tar", "stick.img",
 )  # fmt: skip
 ON_STICK = ("update-v2.raucb", "update-unhealthy.raucb", "app-v2.tar", "app-broken.tar")
 
@@ -170,6 +175,14 @@ def _build(builder: Builder, image: TestImage, settings: BundleSettings, work: P
     with tempfile.TemporaryDirectory(prefix="edgecontainers-untrusted-pki-") as tmp:
         pki.init(Path(tmp) / "keys")
         make_bundle(small, work / "bad-wrong-signer.raucb", settings, Path(tmp) / "keys", version="9.0.0")
+    # plain: no dm-verity, so no adaptive index either
+    make_bundle(small, work / "bad-plain.raucb", dataclasses.replace(settings, format="plain", adaptive=""),
+                key_dir, version="9.0.0")  # fmt: skip
+    for name, start, end in (("bad-expired.raucb", "20200101000000Z", "20210101000000Z"),
+                             ("bad-not-yet-valid.raucb", "20990101000000Z", "21000101000000Z")):  # fmt: skip
+        with tempfile.TemporaryDirectory(prefix="edgecontainers-dated-signer-") as tmp:
+            signer = dated_signer(key_dir, Path(tmp), start, end)
+            make_bundle(small, work / name, settings, signer, version="9.0.0")
     genuine.unlink()
     small.unlink()
 
