@@ -13,6 +13,7 @@ From one built test image (its slot image ``rootfs.ext4``) and the layer:
                           payload changed
   bad-other-machine.raucb signed by our CA, for another machine's compatible
   bad-plain.raucb         signed by our CA, in the 'plain' format the device refuses
+                          (also on the stick: from a file, bundle-formats=-plain)
   bad-expired.raucb       signed with a certificate of our CA that expired in 2021
   bad-not-yet-valid.raucb signed with a certificate of our CA valid from 2099
   app-v2.tar              the demo app's image, version 2.0 (same name and tag)
@@ -74,7 +75,7 @@ NAMES = (
     "bad-tampered.raucb", "bad-other-machine.raucb", "bad-plain.raucb", "bad-expired.raucb",
     "bad-not-yet-valid.raucb", "app-v2.tar", "app-broken.tar", "stick.img",
 )  # fmt: skip
-ON_STICK = ("update-v2.raucb", "update-unhealthy.raucb", "app-v2.tar", "app-broken.tar")
+ON_STICK = ("update-v2.raucb", "update-unhealthy.raucb", "app-v2.tar", "app-broken.tar", "bad-plain.raucb")
 
 
 @dataclass
